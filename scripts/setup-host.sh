@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 host for kube-router-sctp: Debian's Docker and registry, QEMU, the
+# project's virtualenv; start dockerd and a registry on 127.0.0.1:5000 unless running.
+# Idempotent: run it as often as you like. Needs root (or sudo) for apt and dockerd.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+state=${KRS_STATE_DIR:-/var/lib/kube-router-sctp}
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+packages=(docker.io docker-registry apache2-utils qemu-system-x86 qemu-user-static binfmt-support
+          debootstrap e2fsprogs kmod git python3-venv ca-certificates curl iproute2)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! docker version >/dev/null 2>&1; then
+    say "starting dockerd"
+    $sudo mkdir -p "$state"
+    $sudo sh -c "nohup dockerd >'$state/dockerd.log' 2>&1 &"
+    for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
+    docker version >/dev/null 2>&1 || { echo "dockerd did not start; see $state/dockerd.log" >&2; exit 1; }
+fi
+
+if ! curl -fsS -o /dev/null http://127.0.0.1:5000/v2/; then
+    say "starting a registry on 127.0.0.1:5000"
+    $sudo mkdir -p "$state/registry"
+    $sudo tee "$state/registry/config.yml" >/dev/null <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $state/registry/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:5000
+YAML
+    $sudo sh -c "nohup docker-registry serve '$state/registry/config.yml' >'$state/registry/registry.log' 2>&1 &"
+    for _ in $(seq 1 30); do curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ && break; sleep 1; done
+    curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ || { echo "registry did not start; see $state/registry/registry.log" >&2; exit 1; }
+fi
+
+if [ ! -x "$here/.venv/bin/python" ]; then
+    say "creating $here/.venv"
+    python3 -m venv "$here/.venv"
+fi
+if ! "$here/.venv/bin/python" -c 'import kube_router_sctp, pytest' 2>/dev/null \
+   || [ "$here/pyproject.toml" -nt "$here/.venv/.installed" ]; then
+    say "installing the project and its test tools into .venv"
+    "$here/.venv/bin/python" -m pip install -q -e "$here[test]"
+    touch "$here/.venv/.installed"
+fi
+say "host ready: docker $(docker version --format '{{.Server.Version}}'), registry 127.0.0.1:5000"

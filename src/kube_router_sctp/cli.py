@@ -1,0 +1,339 @@
+"""Command line: parse options, resolve the configuration once, call the stages.
+
+``python build.py`` runs the whole pipeline; the stage subcommands run it up to one stage.
+Every handled failure prints one line (problem — fix) and exits with its class's code.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, config, log
+from . import plan as plan_module
+from .errors import ConfigError, Interrupted, PipelineError
+from .pipeline import Pipeline
+from .report import Report
+
+# flag name -> option key in config.OPTIONS
+_FLAG_KEYS = {
+    "kube_router_version": "build.kube-router-version",
+    "kube_router_source": "build.kube-router-source",
+    "ipvsadm_version": "build.ipvsadm-version",
+    "base_family": "build.base-family",
+    "runtime_base": "build.runtime-base",
+    "image_name": "build.image-name",
+    "bootstrap_bases": "build.bootstrap-bases",
+    "platform": "build.platforms",
+    "push": "build.push",
+    "offline": "build.offline",
+    "ipvsadm_mirror": "mirrors.ipvsadm",
+    "debian_mirror": "mirrors.debian",
+    "go_proxy": "mirrors.go-proxy",
+    "ca_bundle": "mirrors.ca-bundle",
+    "smoke_host": "smoke.host",
+    "no_smoke": "smoke.enabled",
+    "cache_dir": "paths.cache-dir",
+    "docker_host": "docker.host",
+}
+
+
+def _options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every stage understands (on the group and on each subcommand)."""
+    decorators = [
+        click.option("--kube-router-version", metavar="VERSION", help="kube-router release, e.g. v0.3.2."),
+        click.option(
+            "--kube-router-source",
+            metavar="SOURCE",
+            help="URL of a release archive, a local tarball, or a git repository (path or URL).",
+        ),
+        click.option("--ipvsadm-version", metavar="VERSION", help="ipvsadm release (1.29, 1.30, 1.31)."),
+        click.option("--base-family", type=click.Choice(config.FAMILIES), help="Base image family."),
+        click.option("--runtime-base", metavar="IMAGE", help="Runtime base image instead of the family's."),
+        click.option("--image-name", metavar="NAME", help="Image repository name (default kube-router)."),
+        click.option(
+            "--bootstrap-bases",
+            type=click.Choice(config.BOOTSTRAP_MODES),
+            help="Debootstrap Debian bases: when no registry answers (auto), always, or never.",
+        ),
+        click.option("--platform", multiple=True, metavar="OS/ARCH", help="Target platform(s), e.g. linux/amd64."),
+        click.option("--push", metavar="REGISTRY[/NAMESPACE]", help="Push to this registry (e.g. registry:5000)."),
+        click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON build report."),
+        click.option("--offline", is_flag=True, default=None, help="Use the cache only; download nothing."),
+        click.option("--ipvsadm-mirror", multiple=True, metavar="URL", help="Base URL serving ipvsadm tarballs."),
+        click.option("--debian-mirror", metavar="URL", help="Debian mirror (default: from the host's apt sources)."),
+        click.option("--go-proxy", metavar="URL", help="Go module proxy (default: $GOPROXY or go env GOPROXY)."),
+        click.option("--ca-bundle", metavar="PEM", help="CA bundle for HTTPS inside builder stages."),
+        click.option(
+            "--smoke-host",
+            metavar="DOCKER_HOST",
+            help="Docker host whose kernel has IPVS, for the smoke test.",
+        ),
+        click.option("--no-smoke", is_flag=True, default=None, help="Skip the smoke test (says so loudly)."),
+        click.option("--cache-dir", metavar="DIR", help="Download and source cache directory."),
+        click.option("--docker-host", metavar="URL", help="Docker daemon that builds (default DOCKER_HOST)."),
+        click.option("--label", multiple=True, metavar="KEY=VALUE", help="Extra image label."),
+        click.option("--quiet", "-q", is_flag=True, default=None, help="Only errors and results."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _collect(ctx: click.Context, kwargs: dict[str, Any]) -> None:
+    """Merge this command's flags over the group's (stored on the context)."""
+    store: dict[str, Any] = ctx.ensure_object(dict)
+    for name, value in kwargs.items():
+        if value is None or value == ():
+            continue
+        store[name] = value
+
+
+def _settings(ctx: click.Context) -> tuple[config.Settings, Path | None]:
+    store: dict[str, Any] = ctx.ensure_object(dict)
+    flags: dict[str, Any] = {}
+    for name, key in _FLAG_KEYS.items():
+        if name not in store:
+            continue
+        value = store[name]
+        if name == "no_smoke":
+            value = not value
+        elif name in ("platform", "ipvsadm_mirror"):
+            value = list(value)
+        flags[key] = value
+    labels = {}
+    for item in store.get("label", ()):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--label {item!r} is not KEY=VALUE", "write it as --label org.example.team=net")
+        labels[key] = value
+    if labels:
+        flags["labels"] = labels
+    log.set_quiet(bool(store.get("quiet")))
+    return config.load(flags), store.get("report")
+
+
+def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn pipeline failures into one line and an exit code, and write the report."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        report: Report = ctx.ensure_object(dict).setdefault("_report", Report())
+        report_path: Path | None = None
+        if isinstance(ctx.command, click.Group) and ctx.invoked_subcommand is not None:
+            _collect(ctx, kwargs)  # the subcommand runs (and reports) with these flags
+            return None
+        try:
+            _collect(ctx, kwargs)
+            report_path = ctx.obj.get("report")
+            result = func(ctx)
+            report.finish("succeeded")
+            return result
+        except PipelineError as exc:
+            report.finish("failed", exc.one_line())
+            log.error(exc.one_line())
+            code = exc.exit_code
+        except KeyboardInterrupt:
+            exc2 = Interrupted("interrupted", "nothing half-done was kept; run again to continue")
+            report.finish("interrupted", exc2.one_line())
+            log.error(exc2.one_line())
+            code = exc2.exit_code
+        finally:
+            if report_path is not None and report.data.get("status") != "running":
+                report.write(report_path)
+        sys.exit(code)
+
+    return wrapper
+
+
+def _pipeline(ctx: click.Context) -> Pipeline:
+    settings, _ = _settings(ctx)
+    return Pipeline(plan_module.build(settings), ctx.obj["_report"])
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@_options
+@click.version_option(__version__, prog_name="kube-router-sctp")
+@_handled
+def main(ctx: click.Context) -> None:
+    """Build kube-router images whose IPVS service proxy forwards SCTP.
+
+    With no subcommand, runs the whole job: fetch -> patch -> render -> build ->
+    (push a candidate) -> smoke -> release tags (pushed with --push).
+    """
+    pipeline = _pipeline(ctx)
+    settings = pipeline.plan.settings
+    smoke_engine = None
+    if settings.smoke and settings.smoke_host:
+        from .engine import Engine
+
+        smoke_engine = Engine(settings.smoke_host)
+    tags = pipeline.release(push=settings.push is not None, smoke_enabled=settings.smoke, smoke_engine=smoke_engine)
+    for reference, digest in tags.items():
+        click.echo(f"{reference} {digest}")
+
+
+@main.command("fetch")
+@_options
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Put a file into the cache if its sha256 is pinned (air-gapped sites).",
+)
+@_handled
+def fetch_command(ctx: click.Context) -> None:
+    """Fetch and verify kube-router, ipvsadm (and a Go toolchain) into the cache."""
+    pipeline = _pipeline(ctx)
+    for path in ctx.obj.get("imports", ()):
+        known = _pinned_files(pipeline)
+        stored = pipeline.downloader.import_file(path, known)
+        if stored is None:
+            raise ConfigError(f"{path} matches no pinned file", "only files with a pinned sha256 can be imported")
+        log.info(f"imported {path} as {stored[1]} ({stored[0][:12]})")
+    fetched = pipeline.fetch()
+    click.echo(f"kube-router {fetched.kube_router.version} {fetched.kube_router.path}")
+    click.echo(f"ipvsadm {pipeline.plan.ipvsadm_version} {fetched.ipvsadm.path}")
+    if fetched.go_toolchain:
+        click.echo(f"go {pipeline.plan.line.go.value} {fetched.go_toolchain.path}")
+
+
+def _pinned_files(pipeline: Pipeline) -> dict[str, str]:
+    data = pipeline.plan.settings.data
+    known = {}
+    for version, release in data.get("ipvsadm", {}).get("releases", {}).items():
+        for entry in release.get("files", []):
+            known[str(entry["sha256"])] = f"ipvsadm {version} {entry['name']}"
+    for version, arches in data.get("go", {}).get("toolchains", {}).items():
+        for arch, sha in arches.items():
+            known[str(sha)] = f"go {version} {arch}"
+    for rule in data.get("kube-router", {}).get("vendor-restore", []):
+        known[str(rule["zip-sha256"])] = f"{rule['module']}@{rule['version']}"
+    return known
+
+
+@main.command("patch")
+@_options
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), help="Also write the patched tree here.")
+@_handled
+def patch_command(ctx: click.Context) -> None:
+    """Apply the release's SCTP patch series (strictly) to the fetched tree."""
+    pipeline = _pipeline(ctx)
+    patched = pipeline.patch()
+    output = ctx.obj.get("output")
+    if output is not None:
+        if output.exists() and any(output.iterdir()):
+            raise ConfigError(f"{output} is not empty", "choose an empty or new directory")
+        patched.materialize(output)
+        click.echo(f"patched tree written to {output}")
+    for item in patched.applied:
+        click.echo(f"{item.name} {item.sha256[:12]} {item.description}")
+
+
+@main.command("render")
+@_options
+@_handled
+def render_command(ctx: click.Context) -> None:
+    """Print the Dockerfile rendered from images/Dockerfile.j2 (configured base images)."""
+    pipeline = _pipeline(ctx)
+    resolve = pipeline.plan.settings.bootstrap_bases == "always"
+    click.echo(pipeline.render(resolve_bases=resolve).dockerfile, nl=False)
+
+
+@main.command("build")
+@_options
+@_handled
+def build_command(ctx: click.Context) -> None:
+    """Build the image (tagged as a candidate; release tags need the smoke test)."""
+    built = _pipeline(ctx).build()
+    click.echo(f"{built.reference} {built.image_id}")
+
+
+@main.command("push")
+@_options
+@_handled
+def push_command(ctx: click.Context) -> None:
+    """Build, push a candidate, smoke-test it, then push the release tags."""
+    pipeline = _pipeline(ctx)
+    settings = pipeline.plan.settings
+    if settings.push is None:
+        raise ConfigError("push needs a registry", "pass --push REGISTRY[/NAMESPACE]")
+    smoke_engine = None
+    if settings.smoke and settings.smoke_host:
+        from .engine import Engine
+
+        smoke_engine = Engine(settings.smoke_host)
+    for reference, digest in pipeline.release(True, settings.smoke, smoke_engine).items():
+        click.echo(f"{reference} {digest}")
+
+
+@main.command("pin")
+@_options
+@click.argument("version")
+@_handled
+def pin_command(ctx: click.Context) -> None:
+    """Print the pin (commit, date, tree digest) of a release from a git repository."""
+    from . import validate
+    from .cache import Cache
+    from .download import Downloader
+    from .goproxy import Restoration
+    from .pin import pin
+
+    settings, _ = _settings(ctx)
+    version = validate.kube_router_version(ctx.obj["version"])
+    if not settings.kube_router_source:
+        raise ConfigError("pin needs a git repository", "pass --kube-router-source PATH-OR-URL")
+    cache = Cache(settings.cache_dir)
+    restorations = [
+        Restoration(str(r["path"]), str(r["module"]), str(r["version"]), str(r["zip-sha256"]))
+        for r in settings.data.get("kube-router", {}).get("vendor-restore", [])
+    ]
+    pinned = pin(
+        settings.kube_router_source,
+        version,
+        cache,
+        Downloader(cache, offline=settings.offline),
+        restorations,
+        settings.mirrors.go_proxy,
+        settings.offline,
+    )
+    click.echo("[kube-router.releases]")
+    click.echo(pinned.toml())
+
+
+@main.command("config")
+@_options
+@_handled
+def config_command(ctx: click.Context) -> None:
+    """Show the resolved configuration and where each value came from."""
+    settings, _ = _settings(ctx)
+    click.echo(f"# user config: {config.user_config_path()}")
+    rows = {
+        "build.kube-router-version": settings.kube_router_version,
+        "build.kube-router-source": settings.kube_router_source or "(upstream release archive)",
+        "build.ipvsadm-version": settings.ipvsadm_version,
+        "build.base-family": settings.base_family,
+        "build.runtime-base": settings.runtime_base or "(family default)",
+        "build.image-name": settings.image_name,
+        "build.bootstrap-bases": settings.bootstrap_bases,
+        "build.platforms": ",".join(settings.platforms),
+        "build.push": "/".join(p for p in settings.push if p) if settings.push else "(no push)",
+        "build.offline": str(settings.offline).lower(),
+        "mirrors.ipvsadm": ",".join(settings.mirrors.ipvsadm) or "(none)",
+        "mirrors.debian": settings.mirrors.debian or "(none)",
+        "mirrors.go-proxy": settings.mirrors.go_proxy or "(Go's default)",
+        "mirrors.ca-bundle": str(settings.mirrors.ca_bundle or "(none)"),
+        "smoke.enabled": str(settings.smoke).lower(),
+        "smoke.host": settings.smoke_host or "(the building daemon)",
+        "paths.cache-dir": str(settings.cache_dir),
+        "docker.host": settings.docker_host or "(DOCKER_HOST or local socket)",
+    }
+    for key, value in rows.items():
+        click.echo(f"{key} = {value}    # {settings.sources.get(key, 'defaults')}")

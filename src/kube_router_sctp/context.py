@@ -1,0 +1,78 @@
+"""The build context: exactly the files the Dockerfile copies, as a normalised tar.
+
+The context is written by us rather than collected from a directory, so it holds nothing
+else (no .git, no caches) and every member has fixed owner, mode and mtime: the same
+inputs give the same bytes, which keeps Docker's layer cache warm and builds reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .fetch import Fetched
+from .patch import PatchedTree
+from .plan import Plan
+from .render import Rendered, dumps
+
+
+@dataclass(frozen=True)
+class Context:
+    path: Path
+    size: int
+    sha256: str
+    files: int
+
+
+def _members(
+    plan: Plan, rendered: Rendered, patched: PatchedTree, fetched: Fetched
+) -> Iterator[tuple[str, Path | bytes, int]]:
+    """(name in context, content, mode) in a stable order."""
+    yield "Dockerfile", rendered.dockerfile.encode(), 0o644
+    yield "provenance.json", dumps(rendered.provenance).encode(), 0o644
+    for rel, source in patched.walk():
+        if isinstance(source, bytes):
+            yield f"kube-router/{rel}", source, 0o644
+        else:
+            mode = 0o755 if not source.is_symlink() and source.stat().st_mode & 0o100 else 0o644
+            yield f"kube-router/{rel}", source, mode
+    yield f"ipvsadm/{plan.ipvsadm.name}", fetched.ipvsadm.path, 0o644
+    if rendered.go_zip and fetched.go_toolchain is not None:
+        yield f"go/{rendered.go_zip}", fetched.go_toolchain.path, 0o644
+    ca_bundle = plan.settings.mirrors.ca_bundle
+    if rendered.ca_bundle and ca_bundle is not None:
+        yield "certs/ca-bundle.crt", ca_bundle, 0o644
+
+
+def write(dest: Path, plan: Plan, rendered: Rendered, patched: PatchedTree, fetched: Fetched) -> Context:
+    count = 0
+    with dest.open("wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, content, mode in _members(plan, rendered, patched, fetched):
+            info = tarfile.TarInfo(name)
+            info.mtime = rendered.source_date_epoch
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if isinstance(content, Path) and content.is_symlink():
+                info.type = tarfile.SYMTYPE
+                info.linkname = str(content.readlink())
+                info.mode = 0o777
+                tar.addfile(info)
+            elif isinstance(content, Path):
+                info.size = content.stat().st_size
+                info.mode = mode
+                with content.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                info.size = len(content)
+                info.mode = mode
+                tar.addfile(info, io.BytesIO(content))
+            count += 1
+    digest = hashlib.sha256()
+    with dest.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return Context(dest, dest.stat().st_size, digest.hexdigest(), count)

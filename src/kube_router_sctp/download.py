@@ -1,0 +1,241 @@
+"""The one place that downloads: verified, retried, cached, resumable by re-running.
+
+A download streams into ``tmp/`` of the cache while its sha256 is computed, and is moved
+into the cache only when the digest matches the pin. Transient failures (connection
+errors, time-outs, 5xx, truncated bodies) are retried with exponential backoff; a 4xx
+or a checksum mismatch moves on to the next mirror. Nothing partial is ever left where
+a later run would read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import requests
+
+from . import log
+from .cache import Cache
+from .errors import FetchError, VerificationError
+from .treedigest import sha256_file
+
+USER_AGENT = "kube-router-sctp (+build pipeline)"
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    sha256: str
+    url: str | None  # None when served from the cache
+    size: int
+
+
+class _Transient(Exception):
+    """A failure worth retrying against the same URL."""
+
+
+class _Permanent(Exception):
+    """A failure that retrying the same URL will not fix."""
+
+
+class _Mismatch(Exception):
+    def __init__(self, actual: str) -> None:
+        super().__init__(actual)
+        self.actual = actual
+
+
+class Downloader:
+    def __init__(
+        self,
+        cache: Cache,
+        *,
+        offline: bool = False,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        attempts: int = 4,
+        backoff: float = 1.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.cache = cache
+        self.offline = offline
+        self.timeout = (connect_timeout, read_timeout)
+        self.attempts = attempts
+        self.backoff = backoff
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.bytes_downloaded = 0
+
+    def fetch(self, name: str, sha256: str, urls: Sequence[str], hint: str = "") -> Downloaded:
+        """Return the cached file with this sha256, downloading it from ``urls`` if needed."""
+        with self.cache.lock(sha256):
+            self._drop_stale_parts(sha256)
+            if self.cache.has_blob(sha256):
+                path = self.cache.blob_path(sha256)
+                log.info(f"{name}: cached ({sha256[:12]})")
+                return Downloaded(path, sha256, None, path.stat().st_size)
+            if self.offline:
+                raise FetchError(
+                    f"{name} (sha256 {sha256}) is not in the cache and --offline forbids downloading",
+                    "run once without --offline, or put the file into the cache with "
+                    "`python build.py fetch --import FILE`",
+                )
+            if not urls:
+                raise FetchError(f"no source URL is configured for {name}", hint or "configure a mirror")
+            return self._download(name, sha256, urls, hint)
+
+    def fetch_unpinned(self, name: str, urls: Sequence[str], dest: Path, hint: str = "") -> Downloaded:
+        """Download to ``dest`` (not into the cache) for a caller that verifies the content
+        itself, as kube-router archives are verified by the digest of the tree they hold."""
+        if self.offline:
+            raise FetchError(f"{name} is not in the cache and --offline forbids downloading", hint)
+        url, size, _ = self._first_good(name, urls, None, lambda _attempt: dest, hint)
+        return Downloaded(dest, "", url, size)
+
+    # -----------------------------------------------------------------------------
+    def _download(self, name: str, sha256: str, urls: Sequence[str], hint: str) -> Downloaded:
+        def part(attempt: int) -> Path:
+            return self.cache.tmp_dir() / f"{sha256}.{attempt}.part"
+
+        url, size, done = self._first_good(name, urls, sha256, part, hint)
+        path = self.cache.put_blob(done, sha256)
+        log.info(f"{name}: downloaded {size} bytes from {url}, sha256 verified")
+        return Downloaded(path, sha256, url, size)
+
+    def _first_good(
+        self,
+        name: str,
+        urls: Sequence[str],
+        sha256: str | None,
+        part_for: Callable[[int], Path],
+        hint: str,
+    ) -> tuple[str, int, Path]:
+        """Try each URL, retrying transient failures with backoff; return (url, size, file)
+        of the first complete download. Every failed attempt's file is removed at once."""
+        failures: list[str] = []
+        mismatch: tuple[str, str] | None = None
+        for url in urls:
+            for attempt in range(1, self.attempts + 1):
+                part = part_for(attempt)
+                try:
+                    size = self._stream(url, part, name, sha256)
+                except _Transient as exc:
+                    part.unlink(missing_ok=True)
+                    if attempt < self.attempts:
+                        delay = self.backoff * 2 ** (attempt - 1)
+                        log.info(f"{name}: {exc} from {url}; retry {attempt}/{self.attempts - 1} in {delay:.0f}s")
+                        time.sleep(delay)
+                        continue
+                    failures.append(f"{url}: {exc}")
+                    break
+                except _Permanent as exc:
+                    part.unlink(missing_ok=True)
+                    failures.append(f"{url}: {exc}")
+                    break
+                except _Mismatch as exc:
+                    part.unlink(missing_ok=True)
+                    mismatch = (url, exc.actual)
+                    log.warn(f"{name}: checksum mismatch from {url} (got {exc.actual}); discarded")
+                    break
+                except BaseException:
+                    part.unlink(missing_ok=True)
+                    raise
+                return url, size, part
+        if mismatch is not None:
+            url, actual = mismatch
+            raise VerificationError(
+                f"checksum mismatch for {name} from {url}: expected sha256 {sha256}, got {actual}; nothing was cached",
+                "the mirror serves a different file: fix the mirror or, if the new file is "
+                "genuine, update the pin on purpose",
+            )
+        raise FetchError(
+            f"could not download {name}: " + "; ".join(failures),
+            hint or "configure a reachable mirror, or use --offline with a filled cache",
+        )
+
+    def _stream(self, url: str, part: Path, name: str, sha256: str | None) -> int:
+        digest = hashlib.sha256()
+        scheme = urlsplit(url).scheme
+        if scheme == "file":
+            source = Path(unquote(urlsplit(url).path))
+            if not source.is_file():
+                raise _Permanent("no such file")
+            with source.open("rb") as src, part.open("wb") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    dst.write(chunk)
+            return self._finish(part, digest.hexdigest(), sha256)
+        try:
+            response = self.session.get(url, stream=True, timeout=self.timeout)
+        except requests.TooManyRedirects as exc:
+            raise _Permanent("redirect loop") from exc
+        except requests.exceptions.InvalidURL as exc:
+            raise _Permanent(f"invalid URL ({exc})") from exc
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            if _describe(exc) == "host name not resolvable":
+                raise _Permanent("host name not resolvable") from exc
+            raise _Transient(_describe(exc)) from exc
+        with response:
+            if response.status_code >= 500 or response.status_code == 429:
+                raise _Transient(f"HTTP {response.status_code}")
+            if response.status_code != 200:
+                raise _Permanent(f"HTTP {response.status_code}")
+            expected = response.headers.get("Content-Length")
+            total = int(expected) if expected and expected.isdigit() else None
+            progress = log.Progress(name, total)
+            received = 0
+            try:
+                with part.open("wb") as dst:
+                    for chunk in response.iter_content(chunk_size=1 << 16):
+                        digest.update(chunk)
+                        dst.write(chunk)
+                        received += len(chunk)
+                        self.bytes_downloaded += len(chunk)
+                        progress.advance(len(chunk))
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise _Transient(_describe(exc)) from exc
+            except requests.exceptions.ChunkedEncodingError as exc:
+                raise _Transient("connection broken mid-body") from exc
+            finally:
+                progress.close()
+            if total is not None and received != total:
+                raise _Transient(f"truncated body ({received} of {total} bytes)")
+        return self._finish(part, digest.hexdigest(), sha256)
+
+    @staticmethod
+    def _finish(part: Path, actual: str, sha256: str | None) -> int:
+        if sha256 is not None and actual != sha256:
+            raise _Mismatch(actual)
+        return part.stat().st_size
+
+    def _drop_stale_parts(self, sha256: str) -> None:
+        """Remove partial files of this entry left by a killed run (we hold its lock)."""
+        for stale in self.cache.tmp_dir().glob(f"{sha256}.*.part"):
+            stale.unlink(missing_ok=True)
+
+    def import_file(self, source: Path, known: dict[str, str]) -> tuple[str, str] | None:
+        """Copy a file into the cache if its sha256 is one of ``known`` (sha256 -> name)."""
+        actual = sha256_file(source)
+        if actual not in known:
+            return None
+        with self.cache.lock(actual):
+            if not self.cache.has_blob(actual):
+                part = self.cache.tmp_dir() / f"{actual}.import.part"
+                shutil.copyfile(source, part)
+                self.cache.put_blob(part, actual)
+        return actual, known[actual]
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    text = str(exc)
+    if "Name or service not known" in text or "NameResolutionError" in text:
+        return "host name not resolvable"
+    if "Connection refused" in text:
+        return "connection refused"
+    return "connection failed"

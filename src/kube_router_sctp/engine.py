@@ -1,0 +1,279 @@
+"""The one place that talks to Docker (the Engine API through the docker SDK).
+
+Builds and pushes are streamed with the low-level client, because the high-level one
+returns only at the end and reports push failures inside an HTTP 200 stream. Every
+failure becomes a DockerError or RegistryError that names the step and the fix.
+Registry credentials come from the Docker config the SDK reads; they are never logged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from . import log
+from .errors import DockerError, RegistryError
+
+_STEP_RE = re.compile(r"^Step (\d+/\d+) : (.*)$")
+_SECRET_RE = re.compile(r"(?i)(authorization|password|token|auth)([\"'=: ]+)[^\s\"',}]+")
+
+
+def redact(text: str) -> str:
+    """Hide anything that looks like a credential before it reaches output."""
+    return _SECRET_RE.sub(r"\1\2***", text)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    output: str
+
+
+class Engine:
+    def __init__(self, base_url: str | None = None, timeout: int = 600) -> None:
+        self.base_url = base_url
+        try:
+            if base_url:
+                self.api = docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
+            else:
+                self.api = docker.from_env(version="auto", timeout=timeout).api
+            self.api.ping()
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            where = base_url or "the local socket (DOCKER_HOST unset)"
+            raise DockerError(
+                f"the Docker daemon at {where} is not reachable ({_short(exc)})",
+                "start dockerd, or point DOCKER_HOST / --docker-host at a running daemon",
+            ) from exc
+
+    def describe(self) -> str:
+        return self.base_url or "local Docker daemon"
+
+    def version(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.api.version()
+        return result
+
+    def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.api.info()
+        return result
+
+    # -- images ---------------------------------------------------------------------
+    def image(self, reference: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self.api.inspect_image(reference)
+            return result
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise DockerError(f"cannot inspect {reference}: {_short(exc)}", "check the daemon") from exc
+
+    def pull(self, reference: str) -> None:
+        repository, _, tag = reference.partition("@") if "@" in reference else _split_tag(reference)
+        try:
+            stream = self.api.pull(repository, tag=tag or None, stream=True, decode=True)
+            for event in stream:
+                if "error" in event:
+                    raise RegistryError(
+                        f"cannot pull {reference}: {redact(str(event['error']))}",
+                        "check the reference, the registry and your credentials",
+                    )
+        except docker.errors.APIError as exc:
+            raise RegistryError(
+                f"cannot pull {reference}: {_short(exc)}", "check the reference and the registry"
+            ) from exc
+        except requests.RequestException as exc:
+            raise RegistryError(f"cannot pull {reference}: {_short(exc)}", "check the daemon") from exc
+
+    def tag(self, image: str, repository: str, tag: str) -> None:
+        self.api.tag(image, repository, tag, force=True)
+
+    def remove_image(self, reference: str) -> None:
+        try:
+            self.api.remove_image(reference, force=True, noprune=False)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 404:
+                raise DockerError(f"cannot remove {reference}: {_short(exc)}", "remove it by hand") from exc
+
+    def import_image(self, tarball: Path, repository: str, tag: str, changes: list[str]) -> str:
+        result = self.api.import_image(src=str(tarball), repository=repository, tag=tag, changes=changes)
+        text = str(result)
+        match = re.search(r"sha256:[0-9a-f]{64}", text)
+        if not match:
+            raise DockerError(
+                f"docker import of {repository}:{tag} failed: {redact(text)[:300]}", "check the daemon log"
+            )
+        return match[0]
+
+    # -- build ----------------------------------------------------------------------
+    def build(
+        self,
+        context: Path,
+        tag: str,
+        *,
+        nocache: bool = False,
+        platform: str | None = None,
+        on_output: Callable[[str], None] = log.detail,
+    ) -> str:
+        """Build from a prepared context tar; return the image id. Output streams live."""
+        step = "(before the first step)"
+        image_id: str | None = None
+        last_lines: list[str] = []
+        try:
+            with context.open("rb") as handle:
+                stream: Iterable[dict[str, Any]] = self.api.build(
+                    fileobj=handle,
+                    custom_context=True,
+                    tag=tag,
+                    rm=True,
+                    forcerm=True,
+                    pull=False,
+                    nocache=nocache,
+                    decode=True,
+                    platform=platform,
+                )
+                for event in stream:
+                    if "stream" in event:
+                        text = str(event["stream"])
+                        for line in text.rstrip("\n").splitlines():
+                            match = _STEP_RE.match(line.strip())
+                            if match:
+                                step = f"step {match[1]} ({match[2][:120]})"
+                            last_lines = [*last_lines, line][-15:]
+                        on_output(text)
+                    elif "error" in event:
+                        detail = redact(str(event.get("errorDetail", {}).get("message") or event["error"]))
+                        tail = "\n".join(last_lines[-8:])
+                        if tail:
+                            log.detail(tail)
+                        last = detail.strip().splitlines()[-1] if detail.strip() else "unknown error"
+                        raise DockerError(f"image build failed at {step}: {last}", _build_hint(detail))
+                    elif "aux" in event and "ID" in event["aux"]:
+                        image_id = str(event["aux"]["ID"])
+        except docker.errors.APIError as exc:
+            raise DockerError(f"image build failed at {step}: {_short(exc)}", _build_hint(str(exc))) from exc
+        except requests.RequestException as exc:
+            raise DockerError(
+                f"lost the Docker daemon during the build at {step} ({_short(exc)})",
+                "check that dockerd is running and has disk space, then run again",
+            ) from exc
+        if image_id is None:
+            inspected = self.image(tag)
+            if inspected is None:
+                raise DockerError(f"the build of {tag} reported no image", "check the daemon log")
+            image_id = str(inspected["Id"])
+        return image_id
+
+    # -- push -----------------------------------------------------------------------
+    def push(self, repository: str, tag: str) -> str:
+        """Push one tag; return the manifest digest the registry reported."""
+        digest: str | None = None
+        try:
+            for event in self.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    message = redact(str(event.get("errorDetail", {}).get("message") or event["error"]))
+                    raise RegistryError(f"push of {repository}:{tag} failed: {message}", _push_hint(message))
+                aux = event.get("aux") or {}
+                if "Digest" in aux:
+                    digest = str(aux["Digest"])
+        except docker.errors.APIError as exc:
+            message = redact(_short(exc))
+            raise RegistryError(f"push of {repository}:{tag} failed: {message}", _push_hint(message)) from exc
+        except requests.RequestException as exc:
+            raise RegistryError(
+                f"push of {repository}:{tag} failed: {_short(exc)}", "check the daemon and the registry"
+            ) from exc
+        if digest is None:
+            raise RegistryError(f"push of {repository}:{tag} reported no digest", "check the registry")
+        return digest
+
+    def registry_digest(self, reference: str) -> str | None:
+        """The manifest digest a registry serves for a reference (None if absent)."""
+        try:
+            data = self.api.inspect_distribution(reference)
+        except docker.errors.APIError:
+            return None
+        descriptor = data.get("Descriptor", {})
+        return str(descriptor["digest"]) if "digest" in descriptor else None
+
+    # -- containers -----------------------------------------------------------------
+    def run(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        entrypoint: list[str] | None = None,
+        privileged: bool = False,
+        cap_add: list[str] | None = None,
+        network_mode: str | None = None,
+        timeout: int = 300,
+        labels: dict[str, str] | None = None,
+    ) -> RunResult:
+        """Run a container to completion and remove it, whatever happens."""
+        host_config = self.api.create_host_config(privileged=privileged, cap_add=cap_add, network_mode=network_mode)
+        container = self.api.create_container(
+            image,
+            command=command,
+            entrypoint=entrypoint,
+            host_config=host_config,
+            labels=labels or {"io.github.kube-router-sctp.role": "check"},
+        )
+        cid = container["Id"]
+        try:
+            try:
+                self.api.start(cid)
+            except docker.errors.APIError as exc:
+                raise DockerError(f"cannot start a container of {image}: {_short(exc)}", "check the daemon") from exc
+            status = self.api.wait(cid, timeout=timeout)
+            output = self.api.logs(cid, stdout=True, stderr=True).decode(errors="replace")
+            return RunResult(int(status.get("StatusCode", -1)), output)
+        finally:
+            try:
+                self.api.remove_container(cid, force=True)
+            except docker.errors.APIError:
+                log.warn(f"could not remove container {cid[:12]}")
+
+    def containers(self, label: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.api.containers(all=True, filters={"label": label})
+        return result
+
+
+def _split_tag(reference: str) -> tuple[str, str, str]:
+    name, sep, tag = reference.rpartition(":")
+    if sep and "/" not in tag:
+        return name, ":", tag
+    return reference, "", "latest"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return redact(text[-1] if text else type(exc).__name__)[:300]
+
+
+def _build_hint(detail: str) -> str:
+    lowered = detail.lower()
+    if "no space left" in lowered:
+        return "the daemon's disk is full: free space (docker system prune) and run again"
+    if "pull access denied" in lowered or "manifest unknown" in lowered or "not found" in lowered:
+        return "a base image is missing: load it, configure a registry mirror, or use --bootstrap-bases"
+    if "temporary failure resolving" in lowered or "could not resolve" in lowered:
+        return "a builder stage could not reach a package mirror: set --debian-mirror / --go-proxy"
+    return "see the build output above for the failing command"
+
+
+def _push_hint(message: str) -> str:
+    lowered = message.lower()
+    if "unauthorized" in lowered or "authentication required" in lowered or "denied" in lowered:
+        return "log in to the registry (docker login REGISTRY) with an account allowed to push"
+    if "connection refused" in lowered or "no such host" in lowered or "i/o timeout" in lowered:
+        return "start the registry or fix the --push address"
+    if "http response to https client" in lowered or "certificate" in lowered:
+        return "configure TLS for the registry or list it under the daemon's insecure-registries"
+    return "check the registry's log"

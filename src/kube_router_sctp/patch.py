@@ -1,0 +1,189 @@
+"""patch stage: choose the series for a kube-router release and apply it strictly.
+
+Series are data: ``patches/kube-router/<series>/NNNN-description.patch`` (DEP-3 headers,
+applied in name order) and one index, ``patches/kube-router/series.toml``, mapping
+semver ranges to a series or to ``native`` (releases with SCTP upstream, which get none).
+The result is the exported tree plus an overlay of patched files; nothing in the cached
+tree is modified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import semver
+
+from . import unidiff
+from .errors import ConfigError, PatchError
+from .paths import patches_dir
+
+INDEX = "series.toml"
+DEP3_REQUIRED = ("Description", "Origin", "Last-Update")
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    versions: str
+    revision: int
+    native: bool
+    directory: Path | None
+
+    def matches(self, version: semver.Version) -> bool:
+        return all(version.match(clause.strip()) for clause in self.versions.split(","))
+
+    def patches(self) -> list[Path]:
+        if self.directory is None:
+            return []
+        return sorted(self.directory.glob("[0-9][0-9][0-9][0-9]-*.patch"))
+
+    def digest(self) -> str:
+        """Changes whenever any patch of the series changes (cache and label key)."""
+        digest = hashlib.sha256(self.name.encode())
+        for patch in self.patches():
+            digest.update(patch.name.encode() + b"\0" + patch.read_bytes())
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class AppliedPatch:
+    name: str
+    sha256: str
+    description: str
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PatchedTree:
+    """An exported tree with the series applied as an overlay of new file contents."""
+
+    base: Path
+    overlay: Mapping[str, bytes | None]
+    series: Series
+    applied: tuple[AppliedPatch, ...]
+
+    def walk(self) -> Iterator[tuple[str, Path | bytes]]:
+        """(relative path, file on disk or new bytes) for every file of the patched tree."""
+        seen = set()
+        for dirpath, dirnames, filenames in os.walk(self.base):
+            dirnames.sort()
+            base = Path(dirpath)
+            for name in sorted(filenames + [d for d in dirnames if (base / d).is_symlink()]):
+                rel = (base / name).relative_to(self.base).as_posix()
+                seen.add(rel)
+                if rel in self.overlay:
+                    content = self.overlay[rel]
+                    if content is not None:
+                        yield rel, content
+                else:
+                    yield rel, base / name
+        for rel in sorted(set(self.overlay) - seen):
+            content = self.overlay[rel]
+            if content is not None:
+                yield rel, content
+
+    def materialize(self, dest: Path) -> None:
+        """Write the patched tree to ``dest`` (for users and for Go checks)."""
+        for rel, source in self.walk():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(source, bytes):
+                target.write_bytes(source)
+            elif source.is_symlink():
+                target.symlink_to(source.readlink())
+            else:
+                target.write_bytes(source.read_bytes())
+                target.chmod(source.stat().st_mode & 0o777)
+
+
+def load_index(root: Path | None = None) -> list[Series]:
+    base = root or patches_dir()
+    index = base / INDEX
+    try:
+        data = tomllib.loads(index.read_text())
+    except FileNotFoundError as exc:
+        raise PatchError(f"patch index {index} is missing", "restore patches/kube-router/series.toml") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PatchError(f"patch index {index} is not valid TOML ({exc})", "fix the index") from exc
+    result = []
+    for entry in data.get("series", []):
+        name = str(entry.get("name", ""))
+        if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+            raise PatchError(
+                f"patch index entry {name!r} does not name a directory inside patches/kube-router",
+                "series names are plain directory names beside series.toml",
+            )
+        native = bool(entry.get("native", False))
+        directory = None if native else base / name
+        if directory is not None and (not directory.is_dir() or directory.resolve().parent != base.resolve()):
+            raise PatchError(
+                f"patch series {name} has no directory {directory} inside patches/kube-router",
+                "create it or fix the index",
+            )
+        versions = str(entry.get("versions", ""))
+        for clause in versions.split(","):
+            try:
+                semver.Version(0, 0, 0).match(clause.strip())
+            except ValueError as exc:
+                raise PatchError(
+                    f"series {name}: bad version range {versions!r} ({exc})", "use e.g. '>=0.3.0, <0.4.0'"
+                ) from exc
+        result.append(Series(name, versions, int(entry.get("revision", 1)), native, directory))
+    return result
+
+
+def select(index: list[Series], version: str) -> Series:
+    parsed = semver.Version.parse(version.removeprefix("v"))
+    matches = [s for s in index if s.matches(parsed)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise PatchError(
+            f"kube-router {version} matches several series: {', '.join(s.name for s in matches)}",
+            "make the ranges in patches/kube-router/series.toml disjoint",
+        )
+    lines = "; ".join(f"{s.name} ({s.versions})" for s in index)
+    raise ConfigError(f"kube-router {version} is not supported", f"supported release lines: {lines}")
+
+
+def dep3_fields(patch: Path) -> dict[str, str]:
+    """The DEP-3 header of a patch (the lines before the diff)."""
+    fields: dict[str, str] = {}
+    last = ""
+    for line in patch.read_text(errors="replace").splitlines():
+        if line.startswith(("---", "diff ", "Index:")):
+            break
+        if line.startswith((" ", "\t")) and last:
+            fields[last] += "\n" + line.strip()
+            continue
+        key, sep, value = line.partition(":")
+        if sep and key and " " not in key:
+            last = key.strip()
+            fields[last] = value.strip()
+    return fields
+
+
+def run(tree: Path, series: Series) -> PatchedTree:
+    overlay: dict[str, bytes | None] = {}
+    applied = []
+    for patch in series.patches():
+        fields = dep3_fields(patch)
+        before = set(overlay)
+        overlay = unidiff.apply(patch, overlay, tree)
+        touched = tuple(
+            sorted({f.path for f in unidiff.parse(patch.read_bytes(), patch.name)} | (set(overlay) - before))
+        )
+        applied.append(
+            AppliedPatch(
+                name=patch.name,
+                sha256=hashlib.sha256(patch.read_bytes()).hexdigest(),
+                description=fields.get("Description", "").split("\n", 1)[0],
+                files=touched,
+            )
+        )
+    return PatchedTree(tree, overlay, series, tuple(applied))

@@ -1,0 +1,282 @@
+"""The stages in order: fetch -> patch -> render -> build -> push candidate -> smoke -> promote.
+
+A stage runs its predecessors as needed (from the cache, so that is cheap), records what
+it produced in the report, and hands a small record to the next. Release tags are pushed
+only after the smoke test passed on the very digest the registry holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import bases, context, fetch, log, patch, render, smoke
+from .cache import Cache, remove_tree
+from .download import Downloader
+from .engine import Engine
+from .errors import RegistryError
+from .fetch import Fetched, KubeRouterTree
+from .patch import PatchedTree
+from .plan import Plan
+from .render import BaseImages, Rendered
+from .report import Report
+
+
+@dataclass(frozen=True)
+class Built:
+    image_id: str
+    size: int
+    reference: str  # local candidate reference
+    context_bytes: int
+    context_files: int
+
+
+@dataclass(frozen=True)
+class Pushed:
+    repository: str
+    tag: str
+    digest: str
+
+    @property
+    def by_digest(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+class Pipeline:
+    def __init__(self, plan: Plan, report: Report | None = None) -> None:
+        self.plan = plan
+        self.report = report or Report()
+        self.cache = Cache(plan.settings.cache_dir)
+        self.downloader = Downloader(self.cache, offline=plan.settings.offline)
+        self._engine: Engine | None = None
+        self._fetched: Fetched | None = None
+        self._tree: KubeRouterTree | None = None
+        self._patched: PatchedTree | None = None
+        self._bases: BaseImages | None = None
+        self._rendered: Rendered | None = None
+        self._built: Built | None = None
+        self.report.set("plan", self._plan_record())
+
+    # -- helpers ----------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self.plan.settings.docker_host)
+        return self._engine
+
+    def _plan_record(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "kube_router_version": plan.version,
+            "source": plan.source.describe(),
+            "release_line": plan.line.name,
+            "patch_series": plan.series.name,
+            "series_revision": plan.series.revision,
+            "native": plan.series.native,
+            "ipvsadm_version": plan.ipvsadm_version,
+            "family": plan.family,
+            "image_repository": plan.image_repository,
+            "release_tags": list(plan.release_tags),
+        }
+
+    # -- stages -----------------------------------------------------------------------
+    def fetch(self) -> Fetched:
+        if self._fetched is None:
+            start = time.monotonic()
+            with log.step("fetch", f"kube-router {self.plan.version}, ipvsadm {self.plan.ipvsadm_version}"):
+                tree = self._tree or fetch.kube_router(self.plan, self.cache, self.downloader)
+                fetched = Fetched(
+                    tree,
+                    fetch.ipvsadm(self.plan, self.downloader),
+                    fetch.go_toolchain(self.plan, self.downloader),
+                )
+            kr = fetched.kube_router
+            self.report.add(
+                "fetch",
+                {
+                    "kube_router": {
+                        "version": kr.version,
+                        "commit": kr.commit,
+                        "tree_sha256": kr.tree_sha256,
+                        "origin": kr.origin,
+                        "restored_files": [r.describe() for r in kr.restored],
+                    },
+                    "ipvsadm": {
+                        "file": self.plan.ipvsadm.name,
+                        "sha256": fetched.ipvsadm.sha256,
+                        "url": fetched.ipvsadm.url or "cache",
+                    },
+                    "go_toolchain": None
+                    if fetched.go_toolchain is None
+                    else {"sha256": fetched.go_toolchain.sha256, "url": fetched.go_toolchain.url or "cache"},
+                    "bytes_downloaded": self.downloader.bytes_downloaded,
+                },
+                time.monotonic() - start,
+            )
+            self._fetched = fetched
+        return self._fetched
+
+    def kube_router_tree(self) -> KubeRouterTree:
+        """Only the kube-router source (what patch needs), from the cache when possible."""
+        if self._fetched is not None:
+            return self._fetched.kube_router
+        if self._tree is None:
+            with log.step("fetch", f"kube-router {self.plan.version}"):
+                self._tree = fetch.kube_router(self.plan, self.cache, self.downloader)
+        return self._tree
+
+    def patch(self) -> PatchedTree:
+        if self._patched is None:
+            tree = self.kube_router_tree()
+            series = self.plan.series
+            start = time.monotonic()
+            what = "native SCTP, nothing to apply" if series.native else f"series {series.name} rev {series.revision}"
+            with log.step("patch", what):
+                patched = patch.run(tree.path, series)
+                for item in patched.applied:
+                    log.info(f"applied {item.name}: {item.description}")
+            self.report.add(
+                "patch",
+                {
+                    "series": series.name,
+                    "revision": series.revision,
+                    "native": series.native,
+                    "applied": [
+                        {
+                            "name": a.name,
+                            "sha256": a.sha256,
+                            "description": a.description,
+                            "files": list(a.files),
+                        }
+                        for a in patched.applied
+                    ],
+                },
+                time.monotonic() - start,
+            )
+            self._patched = patched
+        return self._patched
+
+    def bases(self, resolve: bool = True) -> BaseImages:
+        if self._bases is None:
+            if resolve:
+                with log.step("bases", "builder and runtime base images"):
+                    self._bases = bases.resolve(self.plan, self.engine)
+            else:
+                self._bases = render.configured_bases(self.plan)
+        return self._bases
+
+    def render(self, resolve_bases: bool = True) -> Rendered:
+        if self._rendered is None:
+            with log.step("render", "images/Dockerfile.j2"):
+                rendered = render.render(self.plan, self.bases(resolve_bases))
+            self.report.add(
+                "render",
+                {
+                    "base_images": rendered.provenance["base_images"],
+                    "source_date_epoch": rendered.source_date_epoch,
+                },
+            )
+            self._rendered = rendered
+        return self._rendered
+
+    def build(self) -> Built:
+        if self._built is None:
+            fetched = self.fetch()
+            patched = self.patch()
+            rendered = self.render()
+            candidate = f"{self.plan.image_repository}:{self.plan.tag}-candidate"
+            start = time.monotonic()
+            with log.step("build", candidate):
+                scratch = self.cache.scratch("context-")
+                try:
+                    ctx = context.write(scratch / "context.tar", self.plan, rendered, patched, fetched)
+                    log.info(f"build context: {ctx.files} files, {ctx.size / 1048576:.1f} MiB")
+                    image_id = self.engine.build(ctx.path, candidate)
+                finally:
+                    remove_tree(scratch)
+                image = self.engine.image(image_id) or {}
+            built = Built(image_id, int(image.get("Size", 0)), candidate, ctx.size, ctx.files)
+            log.info(f"image {image_id[:19]}, {built.size / 1048576:.1f} MiB")
+            self.report.add(
+                "build",
+                {
+                    "image_id": image_id,
+                    "size": built.size,
+                    "candidate": candidate,
+                    "context_bytes": ctx.size,
+                    "context_sha256": ctx.sha256,
+                    "dockerfile_sha256": _sha256(rendered.dockerfile),
+                },
+                time.monotonic() - start,
+            )
+            self._built = built
+        return self._built
+
+    def push_candidate(self) -> Pushed:
+        built = self.build()
+        repository, _, tag = built.reference.rpartition(":")
+        start = time.monotonic()
+        with log.step("push", f"candidate {built.reference}"):
+            digest = self.engine.push(repository, tag)
+            log.info(f"registry holds {repository}@{digest}")
+        pushed = Pushed(repository, tag, digest)
+        self.report.add("push_candidate", {"reference": built.reference, "digest": digest}, time.monotonic() - start)
+        return pushed
+
+    def smoke(self, pushed: Pushed | None, smoke_engine: Engine | None = None) -> smoke.SmokeResult:
+        built = self.build()
+        engine = smoke_engine or self.engine
+        image = pushed.by_digest if pushed else built.image_id
+        start = time.monotonic()
+        with log.step("smoke", f"{image} on {engine.describe()}"):
+            result = smoke.on_docker(
+                engine,
+                image,
+                pull=pushed is not None,
+                kube_router_version=self.plan.tag,
+                ipvsadm_version=self.plan.ipvsadm_version,
+            )
+        self.report.add("smoke", result.record(), time.monotonic() - start)
+        return result
+
+    def promote(self, pushed: Pushed | None) -> dict[str, str]:
+        """Put the release tags on the smoked image (locally, and in the registry)."""
+        built = self.build()
+        tags: dict[str, str] = {}
+        with log.step("promote", ", ".join(self.plan.release_tags)):
+            for tag in self.plan.release_tags:
+                self.engine.tag(built.image_id, self.plan.image_repository, tag)
+                reference = f"{self.plan.image_repository}:{tag}"
+                if pushed is None:
+                    tags[reference] = built.image_id
+                    log.info(f"tagged {reference}")
+                    continue
+                digest = self.engine.push(self.plan.image_repository, tag)
+                if digest != pushed.digest:
+                    raise RegistryError(
+                        f"{reference} was pushed as {digest}, but the smoked candidate is {pushed.digest}",
+                        "another push raced this one; run again",
+                    )
+                tags[reference] = digest
+                log.info(f"released {reference} -> {digest}")
+        self.report.add("promote", {"tags": tags})
+        return tags
+
+    def release(self, push: bool, smoke_enabled: bool, smoke_engine: Engine | None = None) -> dict[str, str]:
+        """The whole job: build, push a candidate, smoke it, then the release tags."""
+        pushed = self.push_candidate() if push else None
+        if smoke_enabled:
+            self.smoke(pushed, smoke_engine)
+        else:
+            log.loud(
+                "--no-smoke: the image was NOT tested on an IPVS kernel; release tags go on an "
+                "image nobody has seen create an SCTP IPVS service"
+            )
+            self.report.add("smoke", {"skipped": True})
+        return self.promote(pushed)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,220 @@
+"""render stage: the plan -> a Dockerfile, through images/Dockerfile.j2.
+
+The template sees only values that were validated when the plan was built, and every
+string in its context is checked once more for newlines and control characters, so no
+input can add an instruction of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+
+from . import validate
+from .errors import ConfigError
+from .paths import images_dir
+from .plan import Plan
+
+TEMPLATE = "Dockerfile.j2"
+KUBE_ROUTER_IMPORT = "github.com/cloudnativelabs/kube-router"
+LABEL_PREFIX = "io.github.kube-router-sctp"
+
+
+@dataclass(frozen=True)
+class BaseImages:
+    builder: str
+    ipvsadm_builder: str
+    runtime: str
+    bootstrapped: bool = False
+
+
+@dataclass(frozen=True)
+class Rendered:
+    dockerfile: str
+    labels: dict[str, str]
+    provenance: dict[str, Any]
+    source_date_epoch: int
+    go_zip: str | None  # file name of the Go toolchain zip in the context, if any
+    ca_bundle: bool
+
+
+def _check_values(value: Any, where: str = "template context") -> None:
+    """Refuse any string in the template's context that carries a control character.
+
+    Values were validated when the plan was built; this is the last gate before the
+    Dockerfile, so that no value can end an instruction and start one of its own.
+    """
+    if isinstance(value, str):
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise ConfigError(
+                f"refusing to render {where} = {value!r}: it contains a control character", "fix the value"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_values(key, where)
+            _check_values(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple | set):
+        for item in value:
+            _check_values(item, where)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for item in dataclasses.fields(value):
+            _check_values(getattr(value, item.name), f"{where}.{item.name}")
+
+
+def source_date_epoch(plan: Plan) -> int:
+    raw = os.environ.get("SOURCE_DATE_EPOCH")
+    if raw:
+        if not raw.isdigit():
+            raise ConfigError(f"SOURCE_DATE_EPOCH={raw!r} is not a number of seconds", "unset it or fix it")
+        return int(raw)
+    return plan.pin.date if plan.pin else 0
+
+
+def go_version(plan: Plan) -> str:
+    go = plan.line.go
+    if go.kind == "toolchain":
+        return go.value
+    if go.kind == "apt":
+        match = re.search(r"golang-([0-9]+\.[0-9]+)", go.value)
+    else:
+        match = re.search(r":([0-9]+\.[0-9]+(?:\.[0-9]+)?)", go.value)
+    if not match:
+        raise ConfigError(f"cannot tell the Go version of {go.describe()}", "name the version in the package or tag")
+    return match[1]
+
+
+def provenance(plan: Plan, bases: BaseImages) -> dict[str, Any]:
+    """The build's inputs, recorded in the image and in the report."""
+    pin = plan.pin
+    return {
+        "kube_router": {
+            "version": plan.version,
+            "commit": pin.commit if pin else None,
+            "tree_sha256": pin.tree_sha256 if pin else None,
+            "source": plan.source.describe(),
+        },
+        "patch_series": {
+            "name": plan.series.name,
+            "revision": plan.series.revision,
+            "native": plan.series.native,
+            "patches": [
+                {"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in plan.series.patches()
+            ],
+        },
+        "ipvsadm": {
+            "version": plan.ipvsadm_version,
+            "file": plan.ipvsadm.name,
+            "sha256": plan.ipvsadm.sha256,
+        },
+        "go": {
+            "source": plan.line.go.describe(),
+            "version": go_version(plan),
+            "toolchain_sha256": plan.line.go.sha256,
+        },
+        "release_line": plan.line.name,
+        "family": plan.family,
+        "base_images": {
+            "builder": bases.builder,
+            "ipvsadm_builder": bases.ipvsadm_builder,
+            "runtime": bases.runtime,
+        },
+    }
+
+
+def labels(plan: Plan, bases: BaseImages, epoch: int) -> dict[str, str]:
+    pin = plan.pin
+    created = dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = {
+        "org.opencontainers.image.title": "kube-router with SCTP",
+        "org.opencontainers.image.description": "kube-router built with the kube-router-sctp patch series",
+        "org.opencontainers.image.source": "https://github.com/cloudnativelabs/kube-router",
+        "org.opencontainers.image.revision": pin.commit if pin else "",
+        "org.opencontainers.image.version": plan.tag,
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.base.name": bases.runtime,
+        f"{LABEL_PREFIX}.kube-router.version": plan.version,
+        f"{LABEL_PREFIX}.kube-router.commit": pin.commit if pin else "",
+        f"{LABEL_PREFIX}.kube-router.tree-sha256": pin.tree_sha256 if pin else "",
+        f"{LABEL_PREFIX}.patch-series": f"{plan.series.name} rev {plan.series.revision}"
+        + (" (native SCTP, nothing applied)" if plan.series.native else ""),
+        f"{LABEL_PREFIX}.patches": " ".join(p.name for p in plan.series.patches()) or "none",
+        f"{LABEL_PREFIX}.ipvsadm.version": plan.ipvsadm_version,
+        f"{LABEL_PREFIX}.ipvsadm.sha256": plan.ipvsadm.sha256,
+    }
+    result.update(plan.settings.labels)
+    return dict(validate.label(k, v) for k, v in result.items())
+
+
+def render(plan: Plan, bases: BaseImages) -> Rendered:
+    epoch = source_date_epoch(plan)
+    version = go_version(plan)
+    major_minor = tuple(int(x) for x in version.split(".")[:2])
+    go = plan.line.go
+    go_zip = f"go{go.value}.linux-amd64.zip" if go.kind == "toolchain" else None
+    ca_bundle = plan.settings.mirrors.ca_bundle is not None
+    layout = plan.line.layout
+    context = {
+        "family": plan.family,
+        "images": bases,
+        "kr": {
+            "version": plan.version,
+            "commit": plan.pin.commit if plan.pin else "unpinned",
+            "layout": layout,
+            "workdir": f"/go/src/{KUBE_ROUTER_IMPORT}" if layout == "gopath" else "/src/kube-router",
+            "mod_flag": "-mod=vendor " if layout == "vendor" else "",
+            "version_package": plan.line.version_package,
+            "version_vars": plan.line.version_vars,
+            "image_version": plan.tag,
+        },
+        "series": plan.series,
+        "go": {
+            "kind": go.kind,
+            "value": go.value,
+            "version": version,
+            "zip": go_zip,
+            "trimpath": "-trimpath " if major_minor >= (1, 13) else "",
+        },
+        "gobgp": plan.line.gobgp,
+        "ipvsadm": {
+            "version": plan.ipvsadm_version,
+            "file": plan.ipvsadm.name,
+            "sha256": plan.ipvsadm.sha256,
+        },
+        "build_date": dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "ca_bundle": ca_bundle,
+        "go_proxy": plan.settings.mirrors.go_proxy if layout == "modules" or go.kind == "toolchain" else None,
+        # Rewrite apt sources only for a mirror the user chose; bootstrapped bases and
+        # registry images keep the sources they came with.
+        "debian_mirror": plan.settings.mirrors.debian
+        if plan.family == "debian" and plan.settings.sources.get("mirrors.debian") != "defaults"
+        else None,
+        "debian_suite": plan.settings.data.get("families", {}).get("debian", {}).get("suite", "bookworm"),
+        "labels": labels(plan, bases, epoch),
+    }
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(images_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - a Dockerfile, not HTML; values are validated instead
+        keep_trailing_newline=True,
+    )
+    _check_values(context)
+    text = env.get_template(TEMPLATE).render(**context)
+    text = re.sub(r"\n{3,}", "\n\n", text).lstrip("\n")
+    return Rendered(text, context["labels"], provenance(plan, bases), epoch, go_zip, ca_bundle)
+
+
+def configured_bases(plan: Plan) -> BaseImages:
+    """The base images as configured (before any bootstrap substitution)."""
+    return BaseImages(plan.builder_image, plan.ipvsadm_builder_image, plan.runtime_image)
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"

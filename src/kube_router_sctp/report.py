@@ -1,0 +1,58 @@
+"""The JSON build report: inputs, what each stage produced, and how long it took.
+
+Stages add their records as they finish; the file is written once, atomically, when the
+run ends (successfully or with a handled failure), so no reader ever sees half a report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+
+class Report:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {
+            "tool": {"name": "kube-router-sctp", "version": __version__},
+            "started": _now(),
+            "status": "running",
+            "stages": {},
+            "durations": {},
+        }
+
+    def add(self, stage: str, record: dict[str, Any], seconds: float | None = None) -> None:
+        self.data["stages"][stage] = record
+        if seconds is not None:
+            self.data["durations"][stage] = round(seconds, 2)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.data["status"] = status
+        self.data["finished"] = _now()
+        if error:
+            self.data["error"] = error
+
+    def write(self, path: Path) -> None:
+        path = path.resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self.data, handle, indent=2, sort_keys=True)
+                handle.write("\n")
+            Path(temp).replace(path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

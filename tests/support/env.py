@@ -1,0 +1,73 @@
+"""What the integration tests need from the machine, found at run time (never a path
+written into the repository), each with the reason to skip when it is absent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+PROJECT = Path(__file__).resolve().parents[2]
+REGISTRY = os.environ.get("KRS_TEST_REGISTRY", "127.0.0.1:5000")
+
+
+def docker_engine():  # type: ignore[no-untyped-def]
+    from kube_router_sctp.engine import Engine
+    from kube_router_sctp.errors import DockerError
+
+    try:
+        return Engine()
+    except DockerError as exc:
+        pytest.skip(f"needs a Docker daemon: {exc.one_line()}")
+
+
+def registry() -> str:
+    try:
+        requests.get(f"http://{REGISTRY}/v2/", timeout=3).raise_for_status()
+    except requests.RequestException as exc:
+        pytest.skip(f"needs a registry on {REGISTRY} (scripts/setup-host.sh starts one): {exc}")
+    return REGISTRY
+
+
+def namespace(prefix: str) -> str:
+    """A registry namespace of its own for one test, so tests never see each other's tags."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
+    """Run `python build.py ARGS` as a user would, with the user's real configuration."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "build.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=PROJECT,
+    )
+
+
+def registry_tags(repository: str) -> list[str]:
+    response = requests.get(f"http://{REGISTRY}/v2/{repository}/tags/list", timeout=10)
+    if response.status_code == 404:
+        return []
+    response.raise_for_status()
+    return sorted(response.json().get("tags") or [])
+
+
+def registry_digest(repository: str, reference: str) -> str | None:
+    response = requests.head(
+        f"http://{REGISTRY}/v2/{repository}/manifests/{reference}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        timeout=10,
+    )
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return response.headers.get("Docker-Content-Digest")

