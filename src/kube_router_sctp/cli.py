@@ -14,8 +14,9 @@ from typing import Any
 
 import click
 
-from . import __version__, config, log
+from . import __version__, config, doctor, log, smoke
 from . import plan as plan_module
+from .engine import Engine
 from .errors import ConfigError, Interrupted, PipelineError
 from .pipeline import Pipeline
 from .report import Report
@@ -169,12 +170,7 @@ def main(ctx: click.Context) -> None:
     """
     pipeline = _pipeline(ctx)
     settings = pipeline.plan.settings
-    smoke_engine = None
-    if settings.smoke and settings.smoke_host:
-        from .engine import Engine
-
-        smoke_engine = Engine(settings.smoke_host)
-    tags = pipeline.release(push=settings.push is not None, smoke_enabled=settings.smoke, smoke_engine=smoke_engine)
+    tags = pipeline.release(settings.push is not None, settings.smoke, _smoke_engine(settings))
     for reference, digest in tags.items():
         click.echo(f"{reference} {digest}")
 
@@ -265,12 +261,7 @@ def push_command(ctx: click.Context) -> None:
     settings = pipeline.plan.settings
     if settings.push is None:
         raise ConfigError("push needs a registry", "pass --push REGISTRY[/NAMESPACE]")
-    smoke_engine = None
-    if settings.smoke and settings.smoke_host:
-        from .engine import Engine
-
-        smoke_engine = Engine(settings.smoke_host)
-    for reference, digest in pipeline.release(True, settings.smoke, smoke_engine).items():
+    for reference, digest in pipeline.release(True, settings.smoke, _smoke_engine(settings)).items():
         click.echo(f"{reference} {digest}")
 
 
@@ -337,3 +328,67 @@ def config_command(ctx: click.Context) -> None:
     }
     for key, value in rows.items():
         click.echo(f"{key} = {value}    # {settings.sources.get(key, 'defaults')}")
+
+
+def _smoke_engine(settings: config.Settings) -> Engine | None:
+    return Engine(settings.smoke_host) if settings.smoke and settings.smoke_host else None
+
+
+@main.command("smoke")
+@_options
+@click.argument("image")
+@_handled
+def smoke_command(ctx: click.Context) -> None:
+    """Check that IMAGE creates SCTP, TCP and UDP IPVS services on an IPVS kernel.
+
+    Runs in a privileged container on --smoke-host (default: the building daemon), or
+    boots --kernel under QEMU with the image's root file system.
+    """
+    settings, _ = _settings(ctx)
+    image = ctx.obj["image"]
+    builder = Engine(settings.docker_host)
+    labels = (builder.image(image) or {}).get("Config", {}).get("Labels") or {}
+    engine = Engine(settings.smoke_host) if settings.smoke_host else builder
+    kube_router = labels.get("org.opencontainers.image.version", "")
+    ipvsadm = labels.get("io.github.kube-router-sctp.ipvsadm.version", "")
+    if not kube_router and engine is builder:
+        raise ConfigError(
+            f"{image} is not on {builder.describe()} or carries no kube-router-sctp labels",
+            "build it first, or pass a pushed reference",
+        )
+    with log.step("smoke", f"{image} on {engine.describe()}"):
+        result = smoke.on_docker(
+            engine,
+            image,
+            pull=engine is not builder or builder.image(image) is None,
+            kube_router_version=kube_router,
+            ipvsadm_version=ipvsadm,
+            versions=bool(kube_router and ipvsadm),
+        )
+    ctx.obj["_report"].add("smoke", result.record())
+    click.echo(f"smoke passed: {image} on {result.host} in {result.seconds:.1f}s")
+
+
+@main.command("doctor")
+@_options
+@click.option("--image", metavar="IMAGE", help="Image to probe the daemon's kernel with (default: newest built).")
+@_handled
+def doctor_command(ctx: click.Context) -> None:
+    """Check the Docker daemon, registry, kernel, QEMU and disk; say what to fix."""
+    settings, _ = _settings(ctx)
+    findings = doctor.run(settings, ctx.obj.get("image"))
+    width = max(len(f.check) for f in findings)
+    for finding in findings:
+        click.echo(f"[{finding.status:>4}] {finding.check:<{width}}  {finding.seen}")
+        if finding.todo and finding.status != doctor.OK:
+            click.echo(f"{'':>7}{'':<{width}}  -> {finding.todo}")
+    failed = [f for f in findings if f.status == doctor.FAIL]
+    if failed:
+        raise DoctorFindings(
+            f"{len(failed)} check(s) failed: {', '.join(f.check for f in failed)}", "fix the items marked FAIL above"
+        )
+
+
+class DoctorFindings(PipelineError):
+    exit_code = 1
+    kind = "doctor"

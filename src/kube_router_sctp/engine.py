@@ -253,7 +253,8 @@ def _split_tag(reference: str) -> tuple[str, str, str]:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    explanation = getattr(exc, "explanation", None)
+    text = str(explanation or exc).strip().splitlines()
     return redact(text[-1] if text else type(exc).__name__)[:300]
 
 

@@ -1,0 +1,305 @@
+"""doctor: is this machine (and its Docker daemon, registry, kernel) ready?
+
+Each check yields a Finding: OK, WARN or FAIL, what was seen, and what to do. The node
+checks are the ones the 2019 field report tripped over one by one (kernel SCTP and
+IPVS-SCTP support, the sctp module, a host firewall dropping SCTP); the Kubernetes
+SCTPSupport feature gate cannot be seen from a node and is listed as a reminder.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from . import smoke
+from .config import Settings
+from .engine import Engine
+from .errors import DockerError, SmokeError
+
+OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
+IMAGE_LABEL = "io.github.kube-router-sctp.kube-router.version"
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: str
+    check: str
+    seen: str
+    todo: str = ""
+
+
+def _kernel_config(release: str) -> dict[str, str]:
+    for path in (Path(f"/boot/config-{release}"), Path("/proc/config.gz")):
+        if path.is_file():
+            if path.suffix == ".gz":
+                import gzip
+
+                text = gzip.decompress(path.read_bytes()).decode(errors="replace")
+            else:
+                text = path.read_text(errors="replace")
+            return dict(line.split("=", 1) for line in text.splitlines() if line.startswith("CONFIG_") and "=" in line)
+    return {}
+
+
+def _module_state(name: str, release: str) -> str:
+    """'loaded', 'builtin', 'available', or 'absent' for a kernel module on this node."""
+    loaded = Path("/proc/modules").read_text() if Path("/proc/modules").exists() else ""
+    if any(line.split(" ", 1)[0] == name for line in loaded.splitlines()):
+        return "loaded"
+    base = Path("/lib/modules") / release
+    for index, state in (("modules.builtin", "builtin"), ("modules.dep", "available")):
+        path = base / index
+        if path.is_file() and f"/{name}.ko" in path.read_text():
+            return state
+    return "absent"
+
+
+def node_checks() -> Iterator[Finding]:
+    """What a node needs before SCTP services work, as far as it can be seen from here."""
+    release = platform.release()
+    config = _kernel_config(release)
+    for module, option, what, story in (
+        ("sctp", "CONFIG_IP_SCTP", "kernel SCTP stack", "; the field report had to rebuild its kernel to get sctp.ko"),
+        ("ip_vs", "CONFIG_IP_VS", "IPVS", ""),
+    ):
+        state = _module_state(module, release)
+        if state in ("loaded", "builtin"):
+            yield Finding(OK, f"node: {what}", f"{module} {state}")
+        elif state == "available":
+            yield Finding(OK, f"node: {what}", f"{module} available as a module (loaded on first use)")
+        elif config.get(option) in ("y", "m"):
+            yield Finding(
+                WARN,
+                f"node: {what}",
+                f"{option}={config[option]} but {module} is not in /lib/modules",
+                f"install the kernel's modules package ({module}.ko)",
+            )
+        else:
+            yield Finding(
+                FAIL,
+                f"node: {what}",
+                f"kernel {release} has no {module} ({option} unset or config unreadable)",
+                f"use a kernel with {option}=m or y{story}",
+            )
+    if config:
+        value = config.get("CONFIG_IP_VS_PROTO_SCTP")
+        yield (
+            Finding(OK, "node: IPVS SCTP support", "CONFIG_IP_VS_PROTO_SCTP=y")
+            if value == "y"
+            else Finding(
+                FAIL,
+                "node: IPVS SCTP support",
+                "CONFIG_IP_VS_PROTO_SCTP unset",
+                "use a kernel built with CONFIG_IP_VS_PROTO_SCTP=y",
+            )
+        )
+    else:
+        yield Finding(
+            WARN,
+            "node: IPVS SCTP support",
+            "kernel config not readable (/boot/config-*, /proc/config.gz)",
+            "check CONFIG_IP_VS_PROTO_SCTP=y with your distribution",
+        )
+    yield from _firewall_check()
+    yield Finding(
+        INFO,
+        "cluster: SCTPSupport feature gate",
+        "not visible from a node",
+        "on Kubernetes before 1.20 set --feature-gates=SCTPSupport=true on apiserver, controller-manager, "
+        "scheduler and kubelet (the field report needed it); from 1.20 SCTP is on by default",
+    )
+
+
+def _firewall_check() -> Iterator[Finding]:
+    active = [name for name in ("firewalld", "ufw") if shutil.which(name) and _service_active(name)]
+    if active:
+        yield Finding(
+            WARN,
+            "node: host firewall",
+            f"{', '.join(active)} is active",
+            "allow SCTP (protocol 132) to node ports and external IPs, or disable it; the field report's "
+            "CentOS 8 firewalld dropped SCTP",
+        )
+        return
+    iptables = shutil.which("iptables")
+    if not iptables:
+        yield Finding(INFO, "node: host firewall", "iptables not installed; nothing to inspect")
+        return
+    try:
+        rules = subprocess.run([iptables, "-S", "INPUT"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        rules = ""
+    policy_drop = "-P INPUT DROP" in rules
+    if policy_drop and "-p sctp" not in rules and "-p 132" not in rules:
+        yield Finding(
+            WARN,
+            "node: host firewall",
+            "INPUT policy DROP without an SCTP accept rule",
+            "accept SCTP (-p sctp) to the node-port range and external IPs",
+        )
+    else:
+        yield Finding(OK, "node: host firewall", "no SCTP-dropping INPUT policy seen")
+
+
+def _service_active(name: str) -> bool:
+    try:
+        return subprocess.run(["systemctl", "is-active", "--quiet", name], timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _probe_image(engine: Engine, wanted: str | None) -> str | None:
+    if wanted:
+        return wanted
+    images = engine.api.images(filters={"label": IMAGE_LABEL})
+    images.sort(key=lambda item: item.get("Created", 0), reverse=True)
+    return images[0]["Id"] if images else None
+
+
+def docker_checks(settings: Settings, image: str | None) -> Iterator[Finding]:
+    try:
+        engine = Engine(settings.docker_host)
+    except DockerError as exc:
+        yield Finding(FAIL, "docker: daemon", exc.message, exc.hint)
+        return
+    version = engine.version()
+    seen = f"{engine.describe()}: Engine {version.get('Version')} (API {version.get('ApiVersion')})"
+    yield Finding(OK, "docker: daemon", f"{seen}, kernel {version.get('KernelVersion')}")
+    probe = _probe_image(engine, image)
+    if probe is None:
+        yield Finding(
+            WARN,
+            "docker: privileged containers",
+            "no kube-router-sctp image on the daemon to probe with",
+            "build an image first, or pass --image",
+        )
+        yield Finding(
+            WARN, "docker: kernel IPVS with SCTP", "not probed (no image)", "build an image first, or pass --image"
+        )
+    else:
+        try:
+            engine.run(probe, ["-c", "true"], entrypoint=["/bin/sh"], privileged=True, timeout=60)
+            yield Finding(OK, "docker: privileged containers", "allowed")
+        except DockerError as exc:
+            yield Finding(
+                FAIL,
+                "docker: privileged containers",
+                f"refused ({exc.message[-120:]})",
+                "kube-router runs privileged; use a Docker host that allows --privileged (the smoke stage "
+                "falls back to the capabilities it needs)",
+            )
+        try:
+            smoke.on_docker(engine, probe, pull=False, kube_router_version="", ipvsadm_version="", versions=False)
+            yield Finding(
+                OK,
+                "docker: kernel IPVS with SCTP",
+                f"SCTP IPVS service created on kernel {version.get('KernelVersion')}",
+            )
+        except SmokeError as exc:
+            yield Finding(FAIL, "docker: kernel IPVS with SCTP", exc.message.split(": ", 1)[-1], exc.hint)
+    root = engine.info().get("DockerRootDir", "/var/lib/docker")
+    yield _disk(Path(root), "docker: free disk", 20)
+
+
+def _disk(path: Path, check: str, need_gib: int) -> Finding:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    stat = os.statvfs(probe)
+    free = stat.f_bavail * stat.f_frsize / (1 << 30)
+    if free < need_gib:
+        return Finding(
+            WARN, check, f"{free:.1f} GiB free at {probe}", f"keep at least {need_gib} GiB free (images, caches)"
+        )
+    return Finding(OK, check, f"{free:.1f} GiB free at {probe}")
+
+
+def registry_checks(settings: Settings) -> Iterator[Finding]:
+    if settings.push is None:
+        yield Finding(INFO, "registry", "no --push target given; not checked")
+        return
+    host, _ = settings.push
+    loopback = host.startswith(("127.", "localhost", "[::1]"))
+    schemes = ("http", "https") if loopback else ("https", "http")
+    last = ""
+    for scheme in schemes:
+        try:
+            response = requests.get(f"{scheme}://{host}/v2/", timeout=5)
+        except requests.RequestException as exc:
+            last = str(exc).splitlines()[0][:160]
+            continue
+        if response.status_code == 200:
+            yield Finding(OK, "registry", f"{scheme}://{host}/v2/ answers without authentication")
+        elif response.status_code == 401:
+            auths = _docker_config_auths()
+            if host in auths:
+                yield Finding(OK, "registry", f"{host} requires login; the Docker config has credentials for it")
+            else:
+                yield Finding(
+                    FAIL,
+                    "registry",
+                    f"{host} requires login and the Docker config has none for it",
+                    f"docker login {host}",
+                )
+        else:
+            yield Finding(
+                WARN, "registry", f"{scheme}://{host}/v2/ answered HTTP {response.status_code}", "check the registry"
+            )
+        if scheme == "http" and not loopback:
+            yield Finding(
+                WARN,
+                "registry: TLS",
+                f"{host} speaks plain HTTP",
+                "the daemon needs it under insecure-registries; prefer TLS",
+            )
+        return
+    yield Finding(FAIL, "registry", f"{host} is not reachable ({last})", "start the registry or fix the --push address")
+
+
+def _docker_config_auths() -> set[str]:
+    import json
+
+    path = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    return set(data.get("auths", {})) | set(data.get("credHelpers", {}))
+
+
+def vm_checks(settings: Settings) -> Iterator[Finding]:
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        yield Finding(
+            WARN,
+            "vm: QEMU",
+            "qemu-system-x86_64 not installed",
+            "apt-get install qemu-system-x86 (for --kernel smoke runs and the test VM)",
+        )
+    else:
+        yield Finding(OK, "vm: QEMU", f"{qemu} (guests boot with TCG software emulation; no KVM needed)")
+    apt = shutil.which("apt-get")
+    yield (
+        Finding(OK, "vm: kernel", "Debian's kernel package can be fetched with apt (--kernel debian)")
+        if apt
+        else Finding(
+            WARN, "vm: kernel", "apt-get not available", "pass --kernel VMLINUZ --modules DIR or a kernel .deb"
+        )
+    )
+    yield _disk(settings.cache_dir, "cache: free disk", 10)
+
+
+def run(settings: Settings, image: str | None) -> list[Finding]:
+    findings: list[Finding] = []
+    findings += docker_checks(settings, image)
+    findings += registry_checks(settings)
+    findings += vm_checks(settings)
+    findings += node_checks()
+    return findings
