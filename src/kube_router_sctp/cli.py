@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,8 @@ def _collect(ctx: click.Context, kwargs: dict[str, Any]) -> None:
         store[name] = value
 
 
-def _settings(ctx: click.Context) -> tuple[config.Settings, Path | None]:
+def _flags(ctx: click.Context) -> dict[str, Any]:
+    """The option keys and values the user gave as flags."""
     store: dict[str, Any] = ctx.ensure_object(dict)
     flags: dict[str, Any] = {}
     for name, key in _FLAG_KEYS.items():
@@ -115,8 +117,13 @@ def _settings(ctx: click.Context) -> tuple[config.Settings, Path | None]:
         labels[key] = value
     if labels:
         flags["labels"] = labels
+    return flags
+
+
+def _settings(ctx: click.Context) -> tuple[config.Settings, Path | None]:
+    store: dict[str, Any] = ctx.ensure_object(dict)
     log.set_quiet(bool(store.get("quiet")))
-    return config.load(flags), store.get("report")
+    return config.load(_flags(ctx)), store.get("report")
 
 
 def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -392,3 +399,52 @@ def doctor_command(ctx: click.Context) -> None:
 class DoctorFindings(PipelineError):
     exit_code = 1
     kind = "doctor"
+
+
+@main.command("check-patches")
+@_options
+@click.option("--versions", "versions", metavar="V1,V2,...", help="Releases to check (default: the configured one).")
+@click.option("--all", "all_versions", is_flag=True, default=None, help="Every pinned release (about 48).")
+@click.option("--control/--no-control", default=None, help="Also run the series' new tests on the unpatched tree.")
+@click.option(
+    "--table", "table_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the table (markdown)."
+)
+@_handled
+def check_patches_command(ctx: click.Context) -> None:
+    """Apply, vet, build and test each release's series in the Go of its line."""
+    from . import checkpatches, validate
+
+    settings, _ = _settings(ctx)
+    store = ctx.obj
+    if store.get("all_versions"):
+        versions = checkpatches.all_versions(settings)
+    elif store.get("versions"):
+        versions = [validate.kube_router_version(v) for v in str(store["versions"]).split(",") if v.strip()]
+    else:
+        versions = [settings.kube_router_version]
+    flags = {key: value for key, value in _flags(ctx).items() if key != "build.kube-router-version"}
+
+    def show(row: checkpatches.Row) -> None:
+        cells = " ".join(f"{c}={row.cells.get(c, '-')}" for c in checkpatches.COLUMNS)
+        log.info(f"{row.version} [{row.series}] {cells} ({row.seconds:.0f}s)")
+        if not row.passed and row.detail:
+            log.detail(row.detail)
+
+    start = time.monotonic()
+    rows = checkpatches.run(versions, flags, bool(store.get("control")), show)
+    text = checkpatches.table(rows)
+    click.echo(text)
+    click.echo(f"\n{len(rows)} release(s) in {time.monotonic() - start:.0f}s")
+    if store.get("table_path"):
+        Path(store["table_path"]).write_text(text + "\n")
+    ctx.obj["_report"].add("check_patches", {"rows": [vars(r) for r in rows]})
+    failed = [r.version for r in rows if not r.passed]
+    if failed:
+        raise PatchCheckFailed(
+            f"check-patches failed for {', '.join(failed)}", "see the failing cells and output above"
+        )
+
+
+class PatchCheckFailed(PipelineError):
+    exit_code = 5
+    kind = "patch"

@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fetch import Fetched
 from .patch import PatchedTree
 from .plan import Plan
 from .render import Rendered, dumps
+
+Member = tuple[str, Path | bytes, int]  # (name in the tar, content, mode)
 
 
 @dataclass(frozen=True)
@@ -28,32 +29,38 @@ class Context:
     files: int
 
 
+def tree_members(patched: PatchedTree, prefix: str) -> Iterator[Member]:
+    for rel, source in patched.walk():
+        if isinstance(source, bytes):
+            yield f"{prefix}{rel}", source, 0o644
+        else:
+            mode = 0o755 if not source.is_symlink() and source.stat().st_mode & 0o100 else 0o644
+            yield f"{prefix}{rel}", source, mode
+
+
 def _members(
-    plan: Plan, rendered: Rendered, patched: PatchedTree, fetched: Fetched
-) -> Iterator[tuple[str, Path | bytes, int]]:
+    plan: Plan, rendered: Rendered, patched: PatchedTree | None, ipvsadm: Path | None, go_toolchain: Path | None
+) -> Iterator[Member]:
     """(name in context, content, mode) in a stable order."""
     yield "Dockerfile", rendered.dockerfile.encode(), 0o644
     yield "provenance.json", dumps(rendered.provenance).encode(), 0o644
-    for rel, source in patched.walk():
-        if isinstance(source, bytes):
-            yield f"kube-router/{rel}", source, 0o644
-        else:
-            mode = 0o755 if not source.is_symlink() and source.stat().st_mode & 0o100 else 0o644
-            yield f"kube-router/{rel}", source, mode
-    yield f"ipvsadm/{plan.ipvsadm.name}", fetched.ipvsadm.path, 0o644
-    if rendered.go_zip and fetched.go_toolchain is not None:
-        yield f"go/{rendered.go_zip}", fetched.go_toolchain.path, 0o644
+    if patched is not None:
+        yield from tree_members(patched, "kube-router/")
+    if ipvsadm is not None:
+        yield f"ipvsadm/{plan.ipvsadm.name}", ipvsadm, 0o644
+    if rendered.go_zip and go_toolchain is not None:
+        yield f"go/{rendered.go_zip}", go_toolchain, 0o644
     ca_bundle = plan.settings.mirrors.ca_bundle
     if rendered.ca_bundle and ca_bundle is not None:
         yield "certs/ca-bundle.crt", ca_bundle, 0o644
 
 
-def write(dest: Path, plan: Plan, rendered: Rendered, patched: PatchedTree, fetched: Fetched) -> Context:
+def write_tar(dest: Path, members: Iterable[Member], mtime: int) -> Context:
     count = 0
     with dest.open("wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, content, mode in _members(plan, rendered, patched, fetched):
+        for name, content, mode in members:
             info = tarfile.TarInfo(name)
-            info.mtime = rendered.source_date_epoch
+            info.mtime = mtime
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             if isinstance(content, Path) and content.is_symlink():
@@ -76,3 +83,17 @@ def write(dest: Path, plan: Plan, rendered: Rendered, patched: PatchedTree, fetc
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return Context(dest, dest.stat().st_size, digest.hexdigest(), count)
+
+
+def write(
+    dest: Path,
+    plan: Plan,
+    rendered: Rendered,
+    *,
+    patched: PatchedTree | None = None,
+    ipvsadm: Path | None = None,
+    go_toolchain: Path | None = None,
+) -> Context:
+    """The build context; with only ``go_toolchain`` it serves the go-toolchain stage alone."""
+    members = _members(plan, rendered, patched, ipvsadm, go_toolchain)
+    return write_tar(dest, members, rendered.source_date_epoch)

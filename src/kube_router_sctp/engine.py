@@ -120,6 +120,7 @@ class Engine:
         *,
         nocache: bool = False,
         platform: str | None = None,
+        target: str | None = None,
         on_output: Callable[[str], None] = log.detail,
     ) -> str:
         """Build from a prepared context tar; return the image id. Output streams live."""
@@ -138,6 +139,7 @@ class Engine:
                     nocache=nocache,
                     decode=True,
                     platform=platform,
+                    target=target,
                 )
                 for event in stream:
                     if "stream" in event:
@@ -215,18 +217,35 @@ class Engine:
         network_mode: str | None = None,
         timeout: int = 300,
         labels: dict[str, str] | None = None,
+        environment: dict[str, str] | None = None,
+        volumes: dict[str, str] | None = None,
+        files: tuple[Path, str] | None = None,
     ) -> RunResult:
-        """Run a container to completion and remove it, whatever happens."""
-        host_config = self.api.create_host_config(privileged=privileged, cap_add=cap_add, network_mode=network_mode)
+        """Run a container to completion and remove it, whatever happens.
+
+        ``volumes`` maps named volumes to mount points (caches kept between runs);
+        ``files`` is (tar file, directory): unpacked into the container before it starts,
+        which works with remote daemons too, unlike bind mounts.
+        """
+        binds = {name: {"bind": target, "mode": "rw"} for name, target in (volumes or {}).items()}
+        host_config = self.api.create_host_config(
+            privileged=privileged, cap_add=cap_add, network_mode=network_mode, binds=binds or None
+        )
         container = self.api.create_container(
             image,
             command=command,
             entrypoint=entrypoint,
             host_config=host_config,
             labels=labels or {"io.github.kube-router-sctp.role": "check"},
+            environment=environment,
+            volumes=list((volumes or {}).values()) or None,
         )
         cid = container["Id"]
         try:
+            if files is not None:
+                tarball, directory = files
+                with tarball.open("rb") as handle:
+                    self.api.put_archive(cid, directory, handle)
             try:
                 self.api.start(cid)
             except docker.errors.APIError as exc:

@@ -191,7 +191,14 @@ class Pipeline:
             with log.step("build", candidate):
                 scratch = self.cache.scratch("context-")
                 try:
-                    ctx = context.write(scratch / "context.tar", self.plan, rendered, patched, fetched)
+                    ctx = context.write(
+                        scratch / "context.tar",
+                        self.plan,
+                        rendered,
+                        patched=patched,
+                        ipvsadm=fetched.ipvsadm.path,
+                        go_toolchain=fetched.go_toolchain.path if fetched.go_toolchain else None,
+                    )
                     log.info(f"build context: {ctx.files} files, {ctx.size / 1048576:.1f} MiB")
                     image_id = self.engine.build(ctx.path, candidate)
                 finally:
@@ -213,6 +220,28 @@ class Pipeline:
             )
             self._built = built
         return self._built
+
+    def toolchain_image(self) -> str:
+        """The go-toolchain stage as an image of its own (the environment of check-patches)."""
+        rendered = self.render()
+        go = self.plan.line.go
+        toolchain = fetch.go_toolchain(self.plan, self.downloader)
+        reference = (
+            f"kube-router-sctp/go-toolchain:{go.kind}-{go.value.replace(':', '-').replace('/', '-')}-{self.plan.family}"
+        )
+        with log.step("toolchain", reference):
+            scratch = self.cache.scratch("toolchain-")
+            try:
+                ctx = context.write(
+                    scratch / "context.tar",
+                    self.plan,
+                    rendered,
+                    go_toolchain=toolchain.path if toolchain else None,
+                )
+                self.engine.build(ctx.path, reference, target="go-toolchain", on_output=lambda _text: None)
+            finally:
+                remove_tree(scratch)
+        return reference
 
     def push_candidate(self) -> Pushed:
         built = self.build()

@@ -69,6 +69,11 @@ def _check_values(value: Any, where: str = "template context") -> None:
             _check_values(getattr(value, item.name), f"{where}.{item.name}")
 
 
+def workdir(layout: str) -> str:
+    """Where the kube-router tree sits in the builder: GOPATH lines need their import path."""
+    return f"/go/src/{KUBE_ROUTER_IMPORT}" if layout == "gopath" else "/src/kube-router"
+
+
 def source_date_epoch(plan: Plan) -> int:
     raw = os.environ.get("SOURCE_DATE_EPOCH")
     if raw:
@@ -168,7 +173,7 @@ def render(plan: Plan, bases: BaseImages) -> Rendered:
             "version": plan.version,
             "commit": plan.pin.commit if plan.pin else "unpinned",
             "layout": layout,
-            "workdir": f"/go/src/{KUBE_ROUTER_IMPORT}" if layout == "gopath" else "/src/kube-router",
+            "workdir": workdir(layout),
             "mod_flag": "-mod=vendor " if layout == "vendor" else "",
             "version_package": plan.line.version_package,
             "version_vars": plan.line.version_vars,

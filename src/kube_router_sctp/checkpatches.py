@@ -1,0 +1,184 @@
+"""check-patches: prove each release's series in the Go of its line.
+
+For every version: export and apply the series strictly (host side), then, in the
+go-toolchain image of that release line, ``go vet`` the touched packages, build
+``./cmd/kube-router`` and run the touched packages' tests (the series' own
+``*_sctp_test.go`` and upstream's). With ``--control`` the series' new tests also run
+against the unpatched tree, where they must fail: they test the patch, not the tree.
+Native releases (SCTP upstream) get the project's native checks instead of patches.
+Module and build caches live in named Docker volumes, so repeated runs are quick.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from . import config, context, log, render
+from . import plan as plan_module
+from .cache import remove_tree
+from .errors import PipelineError
+from .patch import PatchedTree
+from .paths import patches_dir
+from .pipeline import Pipeline
+
+VOLUMES = {"kube-router-sctp-gomod": "/go/pkg/mod", "kube-router-sctp-gocache": "/root/.cache/go-build"}
+NATIVE_CHECKS = "native-checks"
+_RESULT_RE = re.compile(r"^CHECK (\w+) (\d+) (\d+)$", re.M)
+
+
+@dataclass
+class Row:
+    version: str
+    series: str
+    cells: dict[str, str] = field(default_factory=dict)  # column -> "ok" | "FAIL" | "-" | "skip"
+    seconds: float = 0.0
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(value in ("ok", "-") for value in self.cells.values())
+
+
+COLUMNS = ("apply", "vet", "build", "tests", "control")
+
+
+def _script(packages: list[str], steps: tuple[str, ...]) -> str:
+    pkgs = " ".join(packages)
+    commands = {
+        "vet": f"go vet {pkgs}",
+        "build": "go build -o /tmp/kube-router ./cmd/kube-router",
+        "tests": f"go test -count=1 {pkgs}",
+        "control": f"go test -count=1 {pkgs}",
+    }
+    lines = [
+        "set -u",
+        "run() {",
+        '  name=$1; shift; t0=$(date +%s); "$@" >/tmp/$name.log 2>&1; rc=$?',
+        '  echo "CHECK $name $rc $(( $(date +%s) - t0 ))"',
+        '  [ $rc -eq 0 ] || tail -n 60 /tmp/$name.log | sed "s/^/  $name| /"',
+        "}",
+    ]
+    lines += [f"run {step} {commands[step]}" for step in steps]
+    return "\n".join(lines) + "\n"
+
+
+def _packages(files: list[str]) -> list[str]:
+    dirs = sorted({str(PurePosixPath(f).parent) for f in files if f.endswith(".go") and not f.startswith("vendor/")})
+    return [f"./{d}/" if d != "." else "./" for d in dirs]
+
+
+def _new_test_files(patched: PatchedTree) -> list[str]:
+    return sorted(p for p, content in patched.overlay.items() if content is not None and p.endswith("_sctp_test.go"))
+
+
+def _native_overlay(version: str) -> dict[str, bytes]:
+    """The project's native-SCTP checks, placed into the tree by their relative paths."""
+    root = patches_dir() / NATIVE_CHECKS
+    overlay: dict[str, bytes] = {}
+    if not root.is_dir():
+        return overlay
+    for path in sorted(root.rglob("*_test.go")):
+        overlay[path.relative_to(root).as_posix()] = path.read_bytes()
+    return overlay
+
+
+def _run_in_toolchain(
+    pipeline: Pipeline, image: str, tree: PatchedTree, script: str, workdir: str
+) -> tuple[dict[str, tuple[int, int]], str]:
+    plan = pipeline.plan
+    scratch = pipeline.cache.scratch("check-")
+    try:
+        tar = context.write_tar(
+            scratch / "tree.tar", context.tree_members(tree, workdir.strip("/") + "/"), plan.pin.date if plan.pin else 0
+        )
+        environment = {"GOFLAGS": "-buildvcs=false" + (" -mod=vendor" if plan.line.layout == "vendor" else "")}
+        result = pipeline.engine.run(
+            image,
+            ["-c", script],
+            entrypoint=["/bin/sh"],
+            environment=environment,
+            volumes=VOLUMES,
+            files=(tar.path, "/"),
+            timeout=3600,
+            labels={"io.github.kube-router-sctp.role": "check-patches"},
+        )
+    finally:
+        remove_tree(scratch)
+    results = {m[1]: (int(m[2]), int(m[3])) for m in _RESULT_RE.finditer(result.output)}
+    return results, result.output
+
+
+def check_version(version: str, flags: dict[str, object], control: bool) -> Row:
+    start = time.monotonic()
+    settings = config.load({**flags, "build.kube-router-version": version})
+    plan = plan_module.build(settings)
+    pipeline = Pipeline(plan)
+    row = Row(version, plan.series.name + (" (native)" if plan.series.native else ""))
+    try:
+        patched = pipeline.patch()
+    except PipelineError as exc:
+        row.cells = {"apply": "FAIL", "vet": "-", "build": "-", "tests": "-", "control": "-"}
+        row.detail = exc.one_line()
+        return row
+    row.cells["apply"] = "ok"
+    if plan.series.native:
+        overlay = {**_native_overlay(version)}
+        patched = PatchedTree(patched.base, overlay, patched.series, ())
+        touched = list(overlay)
+    else:
+        touched = sorted({f for applied in patched.applied for f in applied.files})
+    packages = _packages(touched)
+    image = pipeline.toolchain_image()
+    workdir = render.workdir(plan.line.layout)
+    results, output = _run_in_toolchain(pipeline, image, patched, _script(packages, ("vet", "build", "tests")), workdir)
+    for step in ("vet", "build", "tests"):
+        rc = results.get(step, (None, 0))[0]
+        row.cells[step] = "ok" if rc == 0 else "FAIL"
+    failures = [line for line in output.splitlines() if line.startswith("  ")]
+    if control and not plan.series.native:
+        new_tests = _new_test_files(patched)
+        unpatched = PatchedTree(patched.base, {p: patched.overlay[p] for p in new_tests}, patched.series, ())
+        control_results, _ = _run_in_toolchain(
+            pipeline, image, unpatched, _script(_packages(new_tests), ("control",)), workdir
+        )
+        # The control passes when the series' tests FAIL on the unpatched tree.
+        rc = control_results.get("control", (0, 0))[0]
+        row.cells["control"] = "ok" if rc != 0 and new_tests else "FAIL"
+        if row.cells["control"] == "FAIL":
+            failures.append("  control| the series' new tests pass on the unpatched tree (or there are none)")
+    else:
+        row.cells["control"] = "-"
+    row.detail = "\n".join(failures[-40:])
+    row.seconds = time.monotonic() - start
+    return row
+
+
+def run(versions: list[str], flags: dict[str, object], control: bool, on_row: Callable[[Row], None]) -> list[Row]:
+    rows = []
+    for version in versions:
+        with log.step("check-patches", version):
+            row = check_version(version, flags, control)
+        on_row(row)
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    header = f"| version | series | {' | '.join(COLUMNS)} | seconds |"
+    rule = "|" + "---|" * (len(COLUMNS) + 3)
+    lines = [header, rule]
+    for row in rows:
+        cells = " | ".join(row.cells.get(c, "-") for c in COLUMNS)
+        lines.append(f"| {row.version} | {row.series} | {cells} | {row.seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def all_versions(settings: config.Settings) -> list[str]:
+    """Every pinned release (pins hold releases only, never pre-releases), oldest first."""
+    from .validate import semver_of
+
+    return sorted(settings.data["kube-router"]["releases"], key=semver_of)
