@@ -11,8 +11,10 @@ sudo=""
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-packages=(docker.io docker-registry apache2-utils qemu-system-x86 qemu-user-static binfmt-support
+packages=(docker-registry apache2-utils qemu-system-x86 qemu-user-static binfmt-support
           debootstrap e2fsprogs kmod git python3-venv ca-certificates curl iproute2)
+# Keep a Docker that is already installed (docker-ce, moby on CI runners); else Debian's.
+command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,6 +31,14 @@ if ! docker version >/dev/null 2>&1; then
     $sudo sh -c "nohup dockerd >'$state/dockerd.log' 2>&1 &"
     for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
     docker version >/dev/null 2>&1 || { echo "dockerd did not start; see $state/dockerd.log" >&2; exit 1; }
+fi
+
+# arm64 images are built and run under binfmt emulation (qemu-user-static).
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    $sudo mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    $sudo update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || say "warning: cannot enable arm64 emulation (binfmt_misc)"
 fi
 
 if ! curl -fsS -o /dev/null http://127.0.0.1:5000/v2/; then

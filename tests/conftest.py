@@ -70,3 +70,20 @@ def upstream_source_for(version: str) -> str | None:
         f"no kube-router source for {version}: set build.kube-router-source in "
         f"{config.user_config_path()} (a git mirror of kube-router) or fill the cache once"
     )
+
+
+@pytest.fixture(scope="session")
+def debian_image() -> str:
+    """The debian-family image of patched kube-router v0.3.2 with ipvsadm 1.31, built by the
+    pipeline itself (a cache hit after the first build). Tests that need a real image use
+    this rather than hoping an earlier run left one behind."""
+    from tests.support import env
+
+    env.docker_engine()
+    source = upstream_source_for("v0.3.2")
+    args = ["build", "--kube-router-version", "v0.3.2", "--base-family", "debian", "--ipvsadm-version", "1.31", "-q"]
+    if source:
+        args += ["--kube-router-source", source]
+    result = env.run_cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.split()[0]

@@ -17,6 +17,7 @@ import click
 
 from . import __version__, config, doctor, log, smoke
 from . import plan as plan_module
+from .cache import Cache
 from .engine import Engine
 from .errors import ConfigError, Interrupted, PipelineError
 from .pipeline import Pipeline
@@ -39,6 +40,8 @@ _FLAG_KEYS = {
     "go_proxy": "mirrors.go-proxy",
     "ca_bundle": "mirrors.ca-bundle",
     "smoke_host": "smoke.host",
+    "kernel": "smoke.kernel",
+    "modules": "smoke.modules",
     "no_smoke": "smoke.enabled",
     "cache_dir": "paths.cache-dir",
     "docker_host": "docker.host",
@@ -76,6 +79,12 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
             metavar="DOCKER_HOST",
             help="Docker host whose kernel has IPVS, for the smoke test.",
         ),
+        click.option(
+            "--kernel",
+            metavar="VMLINUZ|DEB|debian",
+            help="Smoke-test by booting this kernel under QEMU with the image's root file system.",
+        ),
+        click.option("--modules", metavar="DIR", help="The --kernel's modules (/lib/modules/<version>)."),
         click.option("--no-smoke", is_flag=True, default=None, help="Skip the smoke test (says so loudly)."),
         click.option("--cache-dir", metavar="DIR", help="Download and source cache directory."),
         click.option("--docker-host", metavar="URL", help="Docker daemon that builds (default DOCKER_HOST)."),
@@ -363,6 +372,18 @@ def smoke_command(ctx: click.Context) -> None:
             f"{image} is not on {builder.describe()} or carries no kube-router-sctp labels",
             "build it first, or pass a pushed reference",
         )
+    if settings.smoke_kernel:
+        from .vm import kernelsmoke
+        from .vm.kernel import resolve as resolve_kernel
+
+        cache = Cache(settings.cache_dir)
+        kernel_files = resolve_kernel(settings.smoke_kernel, settings.smoke_modules, cache)
+        result = kernelsmoke.run(
+            builder, image, kernel_files, kube_router, ipvsadm, versions=bool(kube_router and ipvsadm), cache=cache
+        )
+        ctx.obj["_report"].add("smoke", result.record())
+        click.echo(f"smoke passed: {image} on {result.host} in {result.seconds:.1f}s")
+        return
     with log.step("smoke", f"{image} on {engine.describe()}"):
         result = smoke.on_docker(
             engine,

@@ -61,6 +61,8 @@ OPTIONS: dict[str, Option] = {
         Option("mirrors.ca-bundle", "str", "CA_BUNDLE"),
         Option("smoke.enabled", "bool", "SMOKE"),
         Option("smoke.host", "str", "SMOKE_HOST"),
+        Option("smoke.kernel", "str", "SMOKE_KERNEL"),
+        Option("smoke.modules", "str", "SMOKE_MODULES"),
         Option("paths.cache-dir", "str", "CACHE_DIR"),
         Option("docker.host", "str", "DOCKER_HOST"),
     )
@@ -92,6 +94,8 @@ class Settings:
     mirrors: Mirrors
     smoke: bool
     smoke_host: str | None
+    smoke_kernel: str | None  # "debian", a kernel .deb, or a vmlinuz (with smoke_modules)
+    smoke_modules: Path | None
     cache_dir: Path
     docker_host: str | None
     labels: Mapping[str, str]
@@ -286,6 +290,14 @@ def _validate(tree: dict[str, Any], labels: Mapping[str, str], origin: dict[str,
     smoke_host = _str(tree, "smoke.host")
     if smoke_host:
         validate.url(smoke_host, "smoke host", ("tcp", "unix", "ssh", "http", "https"))
+    smoke_kernel = _str(tree, "smoke.kernel")
+    if smoke_kernel and smoke_kernel != "debian" and not Path(smoke_kernel).is_file():
+        raise ConfigError(f"--kernel {smoke_kernel} does not exist", "pass a vmlinuz, a linux-image .deb, or 'debian'")
+    modules_raw = _str(tree, "smoke.modules")
+    if modules_raw and not Path(modules_raw).is_dir():
+        raise ConfigError(f"--modules {modules_raw} is not a directory", "pass the kernel's /lib/modules/<version>")
+    if smoke_kernel and smoke_host:
+        raise ConfigError("--kernel and --smoke-host both name where to smoke-test", "choose one of them")
     docker_host = _str(tree, "docker.host")
     if docker_host:
         validate.url(docker_host, "Docker host", ("tcp", "unix", "ssh", "http", "https"))
@@ -306,6 +318,8 @@ def _validate(tree: dict[str, Any], labels: Mapping[str, str], origin: dict[str,
         mirrors=Mirrors(ipvsadm_mirrors, debian, go_proxy, ca_bundle),
         smoke=bool(_get(tree, "smoke.enabled")),
         smoke_host=smoke_host,
+        smoke_kernel=smoke_kernel,
+        smoke_modules=Path(modules_raw) if modules_raw else None,
         cache_dir=Path(cache_raw) if cache_raw else default_root(),
         docker_host=docker_host,
         labels=checked_labels,

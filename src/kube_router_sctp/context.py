@@ -39,7 +39,12 @@ def tree_members(patched: PatchedTree, prefix: str) -> Iterator[Member]:
 
 
 def _members(
-    plan: Plan, rendered: Rendered, patched: PatchedTree | None, ipvsadm: Path | None, go_toolchain: Path | None
+    plan: Plan,
+    rendered: Rendered,
+    patched: PatchedTree | None,
+    ipvsadm: Path | None,
+    go_toolchain: Path | None,
+    binaries: Path | None,
 ) -> Iterator[Member]:
     """(name in context, content, mode) in a stable order."""
     yield "Dockerfile", rendered.dockerfile.encode(), 0o644
@@ -50,6 +55,9 @@ def _members(
         yield f"ipvsadm/{plan.ipvsadm.name}", ipvsadm, 0o644
     if rendered.go_zip and go_toolchain is not None:
         yield f"go/{rendered.go_zip}", go_toolchain, 0o644
+    if binaries is not None:
+        for name in ("kube-router", "gobgp"):
+            yield f"bin/{name}", binaries / name, 0o755
     ca_bundle = plan.settings.mirrors.ca_bundle
     if rendered.ca_bundle and ca_bundle is not None:
         yield "certs/ca-bundle.crt", ca_bundle, 0o644
@@ -93,7 +101,9 @@ def write(
     patched: PatchedTree | None = None,
     ipvsadm: Path | None = None,
     go_toolchain: Path | None = None,
+    binaries: Path | None = None,
 ) -> Context:
-    """The build context; with only ``go_toolchain`` it serves the go-toolchain stage alone."""
-    members = _members(plan, rendered, patched, ipvsadm, go_toolchain)
+    """The build context; with only ``go_toolchain`` it serves the go-toolchain stage alone,
+    with ``binaries`` (a directory holding kube-router and gobgp) one platform's image."""
+    members = _members(plan, rendered, patched, ipvsadm, go_toolchain, binaries)
     return write_tar(dest, members, rendered.source_date_epoch)

@@ -8,7 +8,11 @@ Registry credentials come from the Docker config the SDK reads; they are never l
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +79,10 @@ class Engine:
                 return None
             raise DockerError(f"cannot inspect {reference}: {_short(exc)}", "check the daemon") from exc
 
-    def pull(self, reference: str) -> None:
+    def pull(self, reference: str, platform: str | None = None) -> None:
         repository, _, tag = reference.partition("@") if "@" in reference else _split_tag(reference)
         try:
-            stream = self.api.pull(repository, tag=tag or None, stream=True, decode=True)
+            stream = self.api.pull(repository, tag=tag or None, stream=True, decode=True, platform=platform)
             for event in stream:
                 if "error" in event:
                     raise RegistryError(
@@ -101,16 +105,6 @@ class Engine:
         except docker.errors.APIError as exc:
             if exc.status_code != 404:
                 raise DockerError(f"cannot remove {reference}: {_short(exc)}", "remove it by hand") from exc
-
-    def import_image(self, tarball: Path, repository: str, tag: str, changes: list[str]) -> str:
-        result = self.api.import_image(src=str(tarball), repository=repository, tag=tag, changes=changes)
-        text = str(result)
-        match = re.search(r"sha256:[0-9a-f]{64}", text)
-        if not match:
-            raise DockerError(
-                f"docker import of {repository}:{tag} failed: {redact(text)[:300]}", "check the daemon log"
-            )
-        return match[0]
 
     # -- build ----------------------------------------------------------------------
     def build(
@@ -204,6 +198,81 @@ class Engine:
             return None
         descriptor = data.get("Descriptor", {})
         return str(descriptor["digest"]) if "digest" in descriptor else None
+
+    def push_manifest_list(self, name: str, entries: list[str]) -> str:
+        """Create the manifest list ``name`` over ``entries`` (repo@digest) and push it.
+
+        Uses the Docker CLI's maintained ``docker manifest`` (it speaks the registry API with
+        the same credentials as ``docker push``); returns the list's digest.
+        """
+        cli = shutil.which("docker")
+        if cli is None:
+            raise DockerError("the docker CLI is needed for manifest lists", "install the docker CLI (docker.io)")
+        host = name.split("/", 1)[0]
+        insecure = ["--insecure"] if self._insecure(host) else []
+        env = dict(os.environ, DOCKER_CLI_EXPERIMENTAL="enabled")
+        create = subprocess.run(
+            [cli, "manifest", "create", *insecure, "--amend", name, *entries], capture_output=True, text=True, env=env
+        )
+        if create.returncode != 0:
+            raise RegistryError(
+                f"cannot create manifest list {name}: {redact(create.stderr.strip())[-300:]}", _push_hint(create.stderr)
+            )
+        push = subprocess.run(
+            [cli, "manifest", "push", *insecure, "--purge", name], capture_output=True, text=True, env=env
+        )
+        match = re.search(r"sha256:[0-9a-f]{64}", push.stdout)
+        if push.returncode != 0 or not match:
+            raise RegistryError(
+                f"cannot push manifest list {name}: {redact(push.stderr.strip())[-300:]}", _push_hint(push.stderr)
+            )
+        return match[0]
+
+    def _insecure(self, host: str) -> bool:
+        if host.startswith(("127.", "localhost", "[::1]")):
+            return True
+        configs = self.info().get("RegistryConfig", {}).get("IndexConfigs", {})
+        return configs.get(host, {}).get("Secure") is False
+
+    def extract(self, image: str, path: str, dest: Path) -> None:
+        """Copy ``path`` out of ``image`` into ``dest`` (a container is created, never started)."""
+        container = self.api.create_container(
+            image, command=["true"], labels={"io.github.kube-router-sctp.role": "extract"}
+        )
+        try:
+            stream, _ = self.api.get_archive(container["Id"], path)
+            archive = dest / ".extract.tar"
+            with archive.open("wb") as handle:
+                for chunk in stream:
+                    handle.write(chunk)
+            with tarfile.open(archive) as tar:
+                tar.extractall(dest, filter="data")
+            archive.unlink()
+        finally:
+            self.api.remove_container(container["Id"], force=True)
+
+    def export(self, image: str, dest: Path) -> None:
+        """Write ``image``'s whole file system as a tar to ``dest``, as it is (owners, modes,
+        device files kept): a container is created, exported and removed, never started."""
+        try:
+            container = self.api.create_container(
+                image, command=["/bin/true"], labels={"io.github.kube-router-sctp.role": "export"}
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise DockerError(f"{image} is not on {self.describe()}", "build or pull the image first") from exc
+        except docker.errors.APIError as exc:
+            raise DockerError(f"cannot create a container of {image}: {_short(exc)}", "check the daemon") from exc
+        try:
+            with dest.open("wb") as handle:
+                for chunk in self.api.export(container["Id"]):
+                    handle.write(chunk)
+        except docker.errors.APIError as exc:
+            raise DockerError(f"cannot export {image}: {_short(exc)}", "check the daemon's disk space") from exc
+        finally:
+            try:
+                self.api.remove_container(container["Id"], force=True)
+            except docker.errors.APIError:
+                log.warn(f"could not remove export container {container['Id'][:12]}")
 
     # -- containers -----------------------------------------------------------------
     def run(

@@ -16,12 +16,13 @@ from . import bases, context, fetch, log, patch, render, smoke
 from .cache import Cache, remove_tree
 from .download import Downloader
 from .engine import Engine
-from .errors import RegistryError
+from .errors import ConfigError, RegistryError
 from .fetch import Fetched, KubeRouterTree
 from .patch import PatchedTree
 from .plan import Plan
 from .render import BaseImages, Rendered
 from .report import Report
+from .smoke import SmokeResult
 
 
 @dataclass(frozen=True)
@@ -254,10 +255,12 @@ class Pipeline:
         self.report.add("push_candidate", {"reference": built.reference, "digest": digest}, time.monotonic() - start)
         return pushed
 
-    def smoke(self, pushed: Pushed | None, smoke_engine: Engine | None = None) -> smoke.SmokeResult:
-        built = self.build()
+    def smoke(self, pushed: Pushed | None, smoke_engine: Engine | None = None) -> SmokeResult:
+        settings = self.plan.settings
+        if settings.smoke_kernel:
+            return self._smoke_on_kernel(pushed)
         engine = smoke_engine or self.engine
-        image = pushed.by_digest if pushed else built.image_id
+        image = pushed.by_digest if pushed else self.build().image_id
         start = time.monotonic()
         with log.step("smoke", f"{image} on {engine.describe()}"):
             result = smoke.on_docker(
@@ -267,6 +270,25 @@ class Pipeline:
                 kube_router_version=self.plan.tag,
                 ipvsadm_version=self.plan.ipvsadm_version,
             )
+        self.report.add("smoke", result.record(), time.monotonic() - start)
+        return result
+
+    def _smoke_on_kernel(self, pushed: Pushed | None) -> SmokeResult:
+        """Boot --kernel under QEMU with the image's root file system (pulled back by digest
+        when pushed, so the very bytes the registry holds are the ones tested)."""
+        from .vm import kernelsmoke
+        from .vm.kernel import resolve as resolve_kernel
+
+        settings = self.plan.settings
+        assert settings.smoke_kernel is not None
+        image = pushed.by_digest if pushed else self.build().image_id
+        if pushed:
+            self.engine.pull(image)
+        start = time.monotonic()
+        kernel_files = resolve_kernel(settings.smoke_kernel, settings.smoke_modules, self.cache)
+        result = kernelsmoke.run(
+            self.engine, image, kernel_files, self.plan.tag, self.plan.ipvsadm_version, cache=self.cache
+        )
         self.report.add("smoke", result.record(), time.monotonic() - start)
         return result
 
@@ -293,8 +315,88 @@ class Pipeline:
         self.report.add("promote", {"tags": tags})
         return tags
 
+    # -- several platforms ---------------------------------------------------------------
+    def build_platforms(self) -> dict[str, Built]:
+        """One image per platform: Go cross-compiles once on the build platform, then each
+        platform's ipvsadm and runtime stages run on that platform (binfmt emulation)."""
+        platforms = self.plan.settings.platforms
+        fetched = self.fetch()
+        patched = self.patch()
+        rendered = render.render(self.plan, self.bases(), targets=platforms)
+        toolchain = fetched.go_toolchain.path if fetched.go_toolchain else None
+        binaries_image = f"kube-router-sctp/binaries:{self.plan.tag}"
+        built: dict[str, Built] = {}
+        scratch = self.cache.scratch("platforms-")
+        try:
+            with log.step("build", f"kube-router and gobgp for {', '.join(platforms)}"):
+                ctx = context.write(scratch / "go.tar", self.plan, rendered, patched=patched, go_toolchain=toolchain)
+                self.engine.build(ctx.path, binaries_image, target="kube-router-builder")
+                self.engine.extract(binaries_image, "/out", scratch)
+            for platform in platforms:
+                arch = platform.split("/")[1]
+                candidate = f"{self.plan.image_repository}:{self.plan.tag}-candidate-{arch}"
+                start = time.monotonic()
+                with log.step("build", f"{candidate} ({platform})"):
+                    with log.step("bases", platform):
+                        platform_bases = bases.resolve(self.plan, self.engine, platform)
+                    per_platform = render.render(self.plan, platform_bases, platform=platform, binaries_in_context=True)
+                    ctx = context.write(
+                        scratch / f"{arch}.tar",
+                        self.plan,
+                        per_platform,
+                        ipvsadm=fetched.ipvsadm.path,
+                        binaries=scratch / "out" / f"linux_{arch}",
+                    )
+                    image_id = self.engine.build(ctx.path, candidate, platform=platform)
+                size = int((self.engine.image(image_id) or {}).get("Size", 0))
+                built[platform] = Built(image_id, size, candidate, ctx.size, ctx.files)
+                self.report.add(
+                    f"build_{arch}",
+                    {"platform": platform, "image_id": image_id, "size": size, "candidate": candidate},
+                    time.monotonic() - start,
+                )
+        finally:
+            remove_tree(scratch)
+        return built
+
+    def _release_platforms(self, smoke_enabled: bool, smoke_engine: Engine | None) -> dict[str, str]:
+        built = self.build_platforms()
+        repository = self.plan.image_repository
+        entries: dict[str, str] = {}
+        with log.step("push", f"candidates for {', '.join(built)}"):
+            for platform, image in built.items():
+                _, _, tag = image.reference.rpartition(":")
+                digest = self.engine.push(repository, tag)
+                entries[platform] = f"{repository}@{digest}"
+                log.info(f"{platform}: {repository}@{digest}")
+            candidate_list = self.engine.push_manifest_list(
+                f"{repository}:{self.plan.tag}-candidate", list(entries.values())
+            )
+        self.report.add("push_candidate", {"manifest_list": candidate_list, "platforms": entries})
+        native = entries.get("linux/amd64")
+        if smoke_enabled and native:
+            digest = native.rpartition("@")[2]
+            self.smoke(Pushed(repository, f"{self.plan.tag}-candidate-amd64", digest), smoke_engine)
+        elif not smoke_enabled:
+            log.loud("--no-smoke: no platform of this image was tested on an IPVS kernel")
+            self.report.add("smoke", {"skipped": True})
+        tags: dict[str, str] = {}
+        with log.step("promote", ", ".join(self.plan.release_tags)):
+            for tag in self.plan.release_tags:
+                digest = self.engine.push_manifest_list(f"{repository}:{tag}", list(entries.values()))
+                tags[f"{repository}:{tag}"] = digest
+                log.info(f"released {repository}:{tag} -> {digest} ({', '.join(entries)})")
+        self.report.add("promote", {"tags": tags, "platforms": entries})
+        return tags
+
     def release(self, push: bool, smoke_enabled: bool, smoke_engine: Engine | None = None) -> dict[str, str]:
         """The whole job: build, push a candidate, smoke it, then the release tags."""
+        if len(self.plan.settings.platforms) > 1 or self.plan.settings.platforms != ("linux/amd64",):
+            if not push:
+                raise ConfigError(
+                    "images for other or several platforms need --push", "a manifest list lives in a registry"
+                )
+            return self._release_platforms(smoke_enabled, smoke_engine)
         pushed = self.push_candidate() if push else None
         if smoke_enabled:
             self.smoke(pushed, smoke_engine)

@@ -26,6 +26,7 @@ from .plan import Plan
 TEMPLATE = "Dockerfile.j2"
 KUBE_ROUTER_IMPORT = "github.com/cloudnativelabs/kube-router"
 LABEL_PREFIX = "io.github.kube-router-sctp"
+BUILD_ARCH = "amd64"  # the Go stages run here; other architectures are cross-compiled
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,30 @@ def labels(plan: Plan, bases: BaseImages, epoch: int) -> dict[str, str]:
     return dict(validate.label(k, v) for k, v in result.items())
 
 
-def render(plan: Plan, bases: BaseImages) -> Rendered:
+def _target(platform: str) -> dict[str, str]:
+    os_name, arch = platform.split("/")[:2]
+    return {
+        "os": os_name,
+        "arch": arch,
+        "dir": f"{os_name}_{arch}",
+        # `go install` puts cross-compiled commands in a subdirectory of GOBIN's default
+        "install_subdir": "" if arch == BUILD_ARCH else f"{os_name}_{arch}/",
+    }
+
+
+def render(
+    plan: Plan,
+    bases: BaseImages,
+    *,
+    platform: str = "linux/amd64",
+    targets: tuple[str, ...] | None = None,
+    binaries_in_context: bool = False,
+) -> Rendered:
+    """Render for ``platform``; the Go stages compile for ``targets`` (default: platform).
+
+    With ``binaries_in_context`` the Go stages are left out and the runtime copies
+    ``bin/kube-router`` and ``bin/gobgp`` from the context (multi-platform builds).
+    """
     epoch = source_date_epoch(plan)
     version = go_version(plan)
     major_minor = tuple(int(x) for x in version.split(".")[:2])
@@ -203,6 +227,9 @@ def render(plan: Plan, bases: BaseImages) -> Rendered:
         else None,
         "debian_suite": plan.settings.data.get("families", {}).get("debian", {}).get("suite", "bookworm"),
         "labels": labels(plan, bases, epoch),
+        "targets": [_target(t) for t in (targets or (platform,))],
+        "runtime_target": _target(platform),
+        "binaries_in_context": binaries_in_context,
     }
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(images_dir())),

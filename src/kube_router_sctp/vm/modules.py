@@ -1,0 +1,317 @@
+"""Kernel modules for a guest: which files, in which order, decompressed.
+
+A guest without a module index (the image's userland, a bare initramfs) loads modules
+with ``insmod`` and explicit paths, so the order is computed here: dependencies first,
+``pre:`` soft dependencies before the module that asks for them.
+
+The dependency data comes from ``modules.dep`` / ``modules.softdep`` / ``modules.alias``
+when the directory has them (an installed kernel). A kernel package unpacked without
+running ``depmod`` has none, so the same facts are read from each module's own
+``.modinfo`` ELF section (``depends=``, ``softdep=``, ``alias=``), which is where depmod
+takes them from.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import io
+import lzma
+import shutil
+import struct
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import VMError
+from .cpio import CpioWriter
+
+SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+
+# What the smoke check needs: IPVS with its schedulers, SCTP, conntrack/NAT, the ipset
+# types kube-router uses, veth for the dataplane. Dependencies are added by resolve().
+SMOKE_MODULES = (
+    "ip_vs",
+    "ip_vs_rr",
+    "ip_vs_sh",
+    "ip_vs_wrr",
+    "sctp",
+    "nf_conntrack",
+    "nf_nat",
+    "nfnetlink",
+    "ip_set",
+    "ip_set_hash_ip",
+    "ip_set_hash_ipport",
+    "ip_set_hash_ipportip",
+    "ip_set_hash_net",
+    "veth",
+)
+
+
+def module_name(filename: str) -> str:
+    """``crc32c-intel.ko.xz`` -> ``crc32c_intel``: the kernel's name for a module file."""
+    for suffix in SUFFIXES:
+        if filename.endswith(suffix):
+            filename = filename[: -len(suffix)]
+            break
+    return filename.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    path: Path  # absolute: the file under the modules directory (maybe compressed)
+
+    @property
+    def compressed(self) -> bool:
+        return self.path.name.endswith((".xz", ".zst", ".gz"))
+
+
+@dataclass
+class ModuleIndex:
+    """The modules of one kernel: name -> file, dependencies, soft dependencies, aliases."""
+
+    root: Path  # /lib/modules/<version>
+    paths: dict[str, Path]
+    builtin: set[str]
+    _deps: dict[str, list[str]] = field(default_factory=dict)
+    _softdeps: dict[str, list[str]] = field(default_factory=dict)
+    _aliases: list[tuple[str, str]] | None = None  # (pattern, module); None = not read yet
+    _from_index: bool = False
+
+    @classmethod
+    def load(cls, root: Path) -> ModuleIndex:
+        if not root.is_dir():
+            raise VMError(f"kernel modules directory {root} does not exist", "pass --modules /lib/modules/<version>")
+        builtin = set()
+        builtin_file = root / "modules.builtin"
+        if builtin_file.is_file():
+            builtin = {module_name(Path(line).name) for line in builtin_file.read_text().split()}
+        dep_file = root / "modules.dep"
+        if dep_file.is_file():
+            return cls._from_depmod(root, builtin)
+        paths: dict[str, Path] = {}
+        for path in sorted(root.rglob("*.ko*")):
+            if path.name.endswith(SUFFIXES) and path.is_file():
+                paths.setdefault(module_name(path.name), path)
+        if not paths:
+            raise VMError(
+                f"{root} holds no kernel modules (*.ko)",
+                "pass --modules the directory /lib/modules/<version> of the kernel you boot",
+            )
+        return cls(root, paths, builtin)
+
+    @classmethod
+    def _from_depmod(cls, root: Path, builtin: set[str]) -> ModuleIndex:
+        paths: dict[str, Path] = {}
+        deps: dict[str, list[str]] = {}
+        for line in (root / "modules.dep").read_text().splitlines():
+            target, sep, rest = line.partition(":")
+            if not sep:
+                continue
+            name = module_name(Path(target).name)
+            paths[name] = root / target
+            deps[name] = [module_name(Path(dep).name) for dep in rest.split()]
+        softdeps: dict[str, list[str]] = {}
+        soft_file = root / "modules.softdep"
+        if soft_file.is_file():
+            for line in soft_file.read_text().splitlines():
+                words = line.split()
+                if len(words) >= 3 and words[0] == "softdep":
+                    softdeps[module_name(words[1])] = _pre_softdeps(" ".join(words[2:]))
+        aliases: list[tuple[str, str]] = []
+        alias_file = root / "modules.alias"
+        if alias_file.is_file():
+            for line in alias_file.read_text().splitlines():
+                words = line.split()
+                if len(words) == 3 and words[0] == "alias":
+                    aliases.append((words[1], module_name(words[2])))
+        return cls(root, paths, builtin, deps, softdeps, aliases, _from_index=True)
+
+    # -- queries ----------------------------------------------------------------------
+    def deps(self, name: str) -> list[str]:
+        self._read_modinfo(name)
+        return self._deps.get(name, [])
+
+    def softdeps(self, name: str) -> list[str]:
+        self._read_modinfo(name)
+        return self._softdeps.get(name, [])
+
+    def lookup(self, wanted: str) -> list[str]:
+        """Module names providing ``wanted`` (a module name or an alias such as
+        ``crypto-crc32c``); empty when it is built in or unknown."""
+        name = module_name(wanted)
+        if name in self.paths:
+            return [name]
+        if name in self.builtin:
+            return []
+        matches = [module for pattern, module in self._alias_table() if fnmatch.fnmatchcase(wanted, pattern)]
+        return list(dict.fromkeys(m for m in matches if m in self.paths))
+
+    def resolve(self, wanted: Iterable[str], optional: Iterable[str] = ()) -> list[Module]:
+        """Modules to load for ``wanted`` (each must exist, as a module or built in) and
+        ``optional`` (skipped when absent), in a valid load order."""
+        order: list[str] = []
+        state: dict[str, str] = {}
+
+        def visit(name: str, chain: tuple[str, ...]) -> None:
+            if state.get(name) == "done":
+                return
+            if state.get(name) == "active":
+                raise VMError(
+                    f"kernel module dependency loop: {' -> '.join((*chain, name))}",
+                    "the modules directory is inconsistent; unpack the kernel package again",
+                )
+            state[name] = "active"
+            # A soft dependency only improves things (crc32c before libcrc32c); a missing
+            # one is skipped, exactly as modprobe does.
+            for soft in self.softdeps(name):
+                for provider in self.lookup(soft):
+                    if state.get(provider) != "active":  # a soft loop is broken, not fatal
+                        visit(provider, (*chain, name))
+            for dep in self.deps(name):
+                if dep in self.paths:
+                    visit(dep, (*chain, name))
+                elif dep not in self.builtin:
+                    raise VMError(
+                        f"kernel module {name} needs {dep}, which is not in {self.root}",
+                        "pass the complete modules directory of the kernel",
+                    )
+            state[name] = "done"
+            order.append(name)
+
+        for item in wanted:
+            providers = self.lookup(item)
+            if not providers and module_name(item) not in self.builtin:
+                raise VMError(
+                    f"kernel module {item} is neither built into the kernel nor in {self.root}",
+                    "use a kernel built with it (Debian's linux-image-amd64 has everything the smoke test needs)",
+                )
+            for provider in providers:
+                visit(provider, ())
+        for item in optional:
+            for provider in self.lookup(item):
+                visit(provider, ())
+        return [Module(name, self.paths[name]) for name in order]
+
+    # -- .modinfo fallback --------------------------------------------------------------
+    def _read_modinfo(self, name: str) -> None:
+        if self._from_index or name in self._deps or name not in self.paths:
+            return
+        info = modinfo(module_bytes(self.paths[name]))
+        self._deps[name] = [module_name(d) for v in info.get("depends", []) for d in v.split(",") if d]
+        self._softdeps[name] = [dep for v in info.get("softdep", []) for dep in _pre_softdeps(v)]
+
+    def _alias_table(self) -> list[tuple[str, str]]:
+        if self._aliases is None:
+            # Only soft dependencies name aliases (crypto-crc32c); reading every module's
+            # .modinfo happens at most once per index, and only when one is asked for.
+            table: list[tuple[str, str]] = []
+            for name, path in self.paths.items():
+                section = _modinfo_section(path) if path.name.endswith(".ko") else module_bytes(path)
+                info = modinfo(section)
+                table.extend((alias, name) for alias in info.get("alias", []))
+            self._aliases = table
+        return self._aliases
+
+
+def _pre_softdeps(text: str) -> list[str]:
+    """``pre: a b post: c`` -> ``[a, b]``: only modules that must be loaded first."""
+    result: list[str] = []
+    current = ""
+    for word in text.split():
+        if word.endswith(":"):
+            current = word[:-1]
+        elif current == "pre":
+            result.append(word)
+    return result
+
+
+# -- files ---------------------------------------------------------------------------
+def module_bytes(path: Path) -> bytes:
+    """The module's ELF bytes, decompressed on the host: ``insmod`` in a minimal guest
+    (busybox, or a kmod built without xz/zstd) cannot be relied on to do it."""
+    name = path.name
+    if name.endswith(".ko"):
+        return path.read_bytes()
+    if name.endswith(".xz"):
+        return lzma.decompress(path.read_bytes())
+    if name.endswith(".gz"):
+        return gzip.decompress(path.read_bytes())
+    if name.endswith(".zst"):
+        return _unzstd(path)
+    raise VMError(f"{path} is not a kernel module file", "pass a modules directory with *.ko files")
+
+
+def _unzstd(path: Path) -> bytes:
+    try:
+        from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
+
+        return bytes(zstd.decompress(path.read_bytes()))
+    except ImportError:
+        pass
+    tool = shutil.which("zstd")
+    if tool is None:
+        raise VMError(
+            f"{path.name} is zstd-compressed and this Python has no zstd support",
+            "apt-get install zstd (or use Python 3.14+)",
+        )
+    result = subprocess.run([tool, "-dc", str(path)], capture_output=True, check=False, timeout=120)
+    if result.returncode != 0:
+        raise VMError(f"cannot decompress {path}: {result.stderr.decode(errors='replace').strip()}", "check the file")
+    return result.stdout
+
+
+def _modinfo_section(path: Path) -> bytes:
+    """Just the ``.modinfo`` section of an uncompressed module (a few hundred bytes read
+    instead of the whole file: the alias scan touches thousands of modules)."""
+    with path.open("rb") as handle:
+        return _find_section(handle, ".modinfo", str(path))
+
+
+def modinfo(elf: bytes) -> dict[str, list[str]]:
+    """``key=value`` pairs of a module's ``.modinfo`` section (``elf`` may be the whole
+    module or the section alone)."""
+    if elf[:4] == b"\x7fELF":
+        elf = _find_section(io.BytesIO(elf), ".modinfo", "a kernel module")
+    info: dict[str, list[str]] = {}
+    for item in elf.split(b"\0"):
+        key, sep, value = item.decode(errors="replace").partition("=")
+        if sep:
+            info.setdefault(key, []).append(value)
+    return info
+
+
+def _find_section(handle: BinaryIO, wanted: str, what: str) -> bytes:
+    """One section of a 64-bit little-endian ELF file (the kernel's module format)."""
+    header = handle.read(64)
+    if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2 or header[5] != 1:
+        raise VMError(f"{what} is not a 64-bit little-endian ELF file", "use an x86_64 kernel's modules")
+    shoff = struct.unpack_from("<Q", header, 0x28)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", header, 0x3A)
+    handle.seek(shoff)
+    table = handle.read(shentsize * shnum)
+    sections = [struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(shnum)]
+    names_offset, names_size = sections[shstrndx][4:6]
+    handle.seek(names_offset)
+    names = handle.read(names_size)
+    for name_offset, _, _, _, offset, size in sections:
+        end = names.find(b"\0", name_offset)
+        if names[name_offset:end].decode(errors="replace") == wanted:
+            handle.seek(offset)
+            return handle.read(size)
+    return b""
+
+
+def add_to_initramfs(writer: CpioWriter, modules: list[Module], directory: str) -> list[str]:
+    """Write the modules, decompressed, as ``DIR/NN-name.ko``: the names sort in load
+    order, so a guest's ``for m in DIR/*.ko`` loads them correctly. Returns the paths."""
+    width = len(str(len(modules)))
+    written = []
+    for number, module in enumerate(modules, 1):
+        path = f"{directory}/{number:0{width}d}-{module.name}.ko"
+        writer.file(path, module_bytes(module.path), mode=0o644)
+        written.append("/" + path.lstrip("/"))
+    return written

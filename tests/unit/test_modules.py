@@ -1,0 +1,236 @@
+"""Kernel module resolution (modules.dep or each module's .modinfo), decompression and
+load order; and locating a kernel in a vmlinuz or a .deb. No kernel needed: the modules
+are tiny ELF files made here."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import struct
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from kube_router_sctp.cache import Cache
+from kube_router_sctp.errors import VMError
+from kube_router_sctp.vm import cpio, kernel
+from kube_router_sctp.vm import modules as kmod
+
+VERSION = "6.1.0-99-amd64"
+
+
+def elf_module(**info: str | list[str]) -> bytes:
+    """A minimal ELF64 LE file whose only real section is .modinfo."""
+    pairs = []
+    for key, value in info.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append(f"{key}={item}".encode() + b"\0")
+    modinfo = b"".join(pairs)
+    names = b"\0.modinfo\0.shstrtab\0"
+    modinfo_off = 64
+    names_off = modinfo_off + len(modinfo)
+    shoff = (names_off + len(names) + 7) & ~7
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<Q", header, 0x28, shoff)
+    struct.pack_into("<HHH", header, 0x3A, 64, 3, 2)
+    body = bytes(header) + modinfo + names
+    body += b"\0" * (shoff - len(body))
+    sections = [
+        struct.pack("<IIQQQQIIQQ", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        struct.pack("<IIQQQQIIQQ", 1, 1, 0, 0, modinfo_off, len(modinfo), 0, 0, 1, 0),
+        struct.pack("<IIQQQQIIQQ", 10, 3, 0, 0, names_off, len(names), 0, 0, 1, 0),
+    ]
+    return body + b"".join(sections)
+
+
+def modules_dir(tmp_path: Path, modules: dict[str, bytes], builtin: tuple[str, ...] = ()) -> Path:
+    root = tmp_path / "lib" / "modules" / VERSION
+    for relative, data in modules.items():
+        path = root / "kernel" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if relative.endswith(".xz"):
+            data = lzma.compress(data)
+        elif relative.endswith(".gz"):
+            data = gzip.compress(data)
+        path.write_bytes(data)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "modules.builtin").write_text("".join(f"kernel/{name}.ko\n" for name in builtin))
+    return root
+
+
+@pytest.fixture
+def ipvs_tree(tmp_path: Path) -> Path:
+    """The shape of Debian's ipvs/sctp modules: hard and soft dependencies, an alias, a
+    dash in a file name, compression, and a built-in dependency."""
+    return modules_dir(
+        tmp_path,
+        {
+            "net/netfilter/ipvs/ip_vs.ko": elf_module(name="ip_vs", depends="nf_conntrack,libcrc32c"),
+            "net/netfilter/ipvs/ip_vs_rr.ko.xz": elf_module(name="ip_vs_rr", depends="ip_vs"),
+            "net/netfilter/nf_conntrack.ko.gz": elf_module(name="nf_conntrack", depends="nf_defrag_ipv4,libcrc32c"),
+            "net/ipv4/netfilter/nf_defrag_ipv4.ko": elf_module(name="nf_defrag_ipv4", depends=""),
+            "lib/libcrc32c.ko": elf_module(name="libcrc32c", depends="", softdep="pre: crc32c"),
+            "crypto/crc32c_generic.ko": elf_module(depends="", alias=["crc32c", "crypto-crc32c"]),
+            "arch/x86/crypto/crc32c-intel.ko": elf_module(depends="", alias=["crc32c", "crypto-crc32c"]),
+            "net/sctp/sctp.ko": elf_module(depends="udp_tunnel,libcrc32c"),
+        },
+        builtin=("net/ipv4/udp_tunnel",),
+    )
+
+
+def names(modules: list[kmod.Module]) -> list[str]:
+    return [module.name for module in modules]
+
+
+def test_module_names_follow_the_kernel() -> None:
+    assert kmod.module_name("crc32c-intel.ko.xz") == "crc32c_intel"
+    assert kmod.module_name("ip_vs.ko") == "ip_vs"
+    assert kmod.module_name("nf_nat.ko.zst") == "nf_nat"
+
+
+def test_pre_softdeps_only() -> None:
+    assert kmod._pre_softdeps("pre: crc32c ghash post: after") == ["crc32c", "ghash"]
+    assert kmod._pre_softdeps("post: x") == []
+
+
+def test_modinfo_is_read_from_the_elf_section() -> None:
+    info = kmod.modinfo(elf_module(depends="a,b", alias=["x", "y"]))
+    assert info == {"depends": ["a,b"], "alias": ["x", "y"]}
+
+
+def test_dependencies_come_first_from_modinfo(ipvs_tree: Path) -> None:
+    order = names(kmod.ModuleIndex.load(ipvs_tree).resolve(["ip_vs_rr", "sctp"]))
+    assert set(order) == {
+        "ip_vs_rr",
+        "ip_vs",
+        "nf_conntrack",
+        "nf_defrag_ipv4",
+        "libcrc32c",
+        "crc32c_generic",
+        "crc32c_intel",
+        "sctp",
+    }
+    for before, after in [
+        ("ip_vs", "ip_vs_rr"),
+        ("nf_conntrack", "ip_vs"),
+        ("nf_defrag_ipv4", "nf_conntrack"),
+        ("libcrc32c", "nf_conntrack"),
+        ("crc32c_generic", "libcrc32c"),  # the soft dependency, found by its alias
+        ("libcrc32c", "sctp"),
+    ]:
+        assert order.index(before) < order.index(after), (before, after, order)
+    assert order.count("libcrc32c") == 1
+
+
+def test_modules_dep_is_used_when_present(tmp_path: Path) -> None:
+    root = modules_dir(tmp_path, {"a.ko": b"not even ELF", "b.ko": b"", "c.ko": b"", "e.ko": b""})
+    (root / "modules.dep").write_text(
+        "kernel/a.ko: kernel/b.ko kernel/c.ko\nkernel/b.ko: kernel/c.ko\nkernel/c.ko:\nkernel/e.ko:\n"
+    )
+    (root / "modules.softdep").write_text("# comment\nsoftdep c pre: d\nsoftdep e pre: c\n")
+    (root / "modules.alias").write_text("alias d e\n")
+    order = names(kmod.ModuleIndex.load(root).resolve(["a"]))
+    # c's soft dependency d is e (whose own soft dependency on c is a loop, broken).
+    assert order == ["e", "c", "b", "a"]
+
+
+def test_builtin_modules_are_skipped_and_missing_ones_named(ipvs_tree: Path) -> None:
+    index = kmod.ModuleIndex.load(ipvs_tree)
+    assert index.resolve(["udp_tunnel"]) == []
+    with pytest.raises(VMError, match="nf_tables is neither built into the kernel"):
+        index.resolve(["nf_tables"])
+    assert names(index.resolve([], optional=["nf_tables", "ip_vs_rr"]))[-1] == "ip_vs_rr"
+
+
+def test_a_dependency_loop_is_reported(tmp_path: Path) -> None:
+    root = modules_dir(tmp_path, {"a.ko": elf_module(depends="b"), "b.ko": elf_module(depends="a")})
+    with pytest.raises(VMError, match="loop: a -> b -> a"):
+        kmod.ModuleIndex.load(root).resolve(["a"])
+
+
+def test_an_empty_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(VMError, match="holds no kernel modules"):
+        kmod.ModuleIndex.load(tmp_path)
+
+
+def test_modules_land_decompressed_in_load_order(ipvs_tree: Path) -> None:
+    modules = kmod.ModuleIndex.load(ipvs_tree).resolve(["ip_vs_rr"])
+    buffer = io.BytesIO()
+    with cpio.CpioWriter(buffer) as writer:
+        paths = kmod.add_to_initramfs(writer, modules, ".krs/modules")
+    assert paths == sorted(paths)
+    assert [p.rsplit("-", 1)[-1] for p in paths][-1] == "ip_vs_rr.ko"
+    found = {e.name: e for e in cpio.read_entries(io.BytesIO(buffer.getvalue()))}
+    for path in paths:
+        assert found[path.lstrip("/")].data[:4] == b"\x7fELF"  # .xz and .gz were unpacked
+
+
+# -- locating a kernel ----------------------------------------------------------------
+def bzimage(version: str) -> bytes:
+    image = bytearray(0x1000)
+    image[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", image, 0x20E, 0x400 - 0x200)
+    text = f"{version} (debian-kernel@lists.debian.org) #1 SMP\0".encode()
+    image[0x400 : 0x400 + len(text)] = text
+    return bytes(image)
+
+
+def test_bzimage_version_is_read_from_the_setup_header(tmp_path: Path) -> None:
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(bzimage(VERSION))
+    assert kernel.bzimage_version(path) == VERSION
+    path.write_bytes(b"\0" * 4096)
+    assert kernel.bzimage_version(path) is None
+
+
+def test_from_paths_accepts_the_parent_modules_directory(tmp_path: Path, ipvs_tree: Path) -> None:
+    vmlinuz = tmp_path / "vmlinuz"
+    vmlinuz.write_bytes(bzimage(VERSION))
+    found = kernel.from_paths(vmlinuz, ipvs_tree.parent)
+    assert found.version == VERSION and found.modules_dir == ipvs_tree.resolve()
+    with pytest.raises(VMError, match="not an x86 bzImage"):
+        kernel.from_paths(ipvs_tree / "modules.builtin", ipvs_tree)
+    with pytest.raises(VMError, match="needs --modules"):
+        kernel.resolve(vmlinuz, None, Cache(tmp_path / "cache"))
+
+
+def fake_deb(path: Path, version: str) -> None:
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:xz") as archive:
+        for name, content in (
+            (f"./boot/vmlinuz-{version}", bzimage(version)),
+            (f"./lib/modules/{version}/kernel/net/sctp/sctp.ko", elf_module(depends="")),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    members = [("debian-binary", b"2.0\n"), ("control.tar.xz", b"x"), ("data.tar.xz", data.getvalue())]
+    out = bytearray(b"!<arch>\n")
+    for name, content in members:
+        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(content):<10}`\n".encode()
+        out += content + (b"\n" if len(content) % 2 else b"")
+    path.write_bytes(bytes(out))
+
+
+def test_a_kernel_deb_is_unpacked_once_into_the_cache(tmp_path: Path) -> None:
+    deb = tmp_path / "linux-image.deb"
+    fake_deb(deb, VERSION)
+    cache = Cache(tmp_path / "cache")
+    first = kernel.resolve(deb, None, cache)
+    assert first.version == VERSION
+    assert first.vmlinuz.read_bytes()[0x202:0x206] == b"HdrS"
+    assert kmod.ModuleIndex.load(first.modules_dir).resolve(["sctp"])[0].name == "sctp"
+    stamp = first.modules_dir.stat().st_mtime_ns
+    assert kernel.from_deb(deb, cache) == first
+    assert first.modules_dir.stat().st_mtime_ns == stamp
+    assert not list((cache.root / "tmp").iterdir())
+
+
+def test_a_file_that_is_not_a_deb_is_refused(tmp_path: Path) -> None:
+    bogus = tmp_path / "x.deb"
+    bogus.write_bytes(b"hello")
+    with pytest.raises(VMError, match="not a Debian package"):
+        kernel.from_deb(bogus, Cache(tmp_path / "cache"))
