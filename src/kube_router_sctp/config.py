@@ -55,6 +55,7 @@ OPTIONS: dict[str, Option] = {
         Option("build.platforms", "list", "PLATFORMS"),
         Option("build.push", "str", "PUSH"),
         Option("build.offline", "bool", "OFFLINE"),
+        Option("build.negative-control", "bool", "NEGATIVE_CONTROL"),
         Option("mirrors.ipvsadm", "list", "IPVSADM_MIRRORS"),
         Option("mirrors.debian", "str", "DEBIAN_MIRROR"),
         Option("mirrors.go-proxy", "str", "GO_PROXY"),
@@ -91,6 +92,7 @@ class Settings:
     platforms: tuple[str, ...]
     push: tuple[str, str] | None  # (registry host, namespace)
     offline: bool
+    negative_control: bool  # build without the SCTP patches, to prove they matter
     mirrors: Mirrors
     smoke: bool
     smoke_host: str | None
@@ -315,6 +317,7 @@ def _validate(tree: dict[str, Any], labels: Mapping[str, str], origin: dict[str,
         platforms=platforms,
         push=push,
         offline=bool(_get(tree, "build.offline")),
+        negative_control=bool(_get(tree, "build.negative-control")),
         mirrors=Mirrors(ipvsadm_mirrors, debian, go_proxy, ca_bundle),
         smoke=bool(_get(tree, "smoke.enabled")),
         smoke_host=smoke_host,

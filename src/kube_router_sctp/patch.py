@@ -9,6 +9,7 @@ tree is modified.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tomllib
@@ -33,6 +34,8 @@ class Series:
     revision: int
     native: bool
     directory: Path | None
+    compat: tuple[str, ...] = ()  # patches that only make the release run, no SCTP change
+    control_of: str | None = None  # set on a negative-control cut of a series
 
     def matches(self, version: semver.Version) -> bool:
         return all(version.match(clause.strip()) for clause in self.versions.split(","))
@@ -40,7 +43,8 @@ class Series:
     def patches(self) -> list[Path]:
         if self.directory is None:
             return []
-        return sorted(self.directory.glob("[0-9][0-9][0-9][0-9]-*.patch"))
+        found = sorted(self.directory.glob("[0-9][0-9][0-9][0-9]-*.patch"))
+        return [p for p in found if p.name in self.compat] if self.control_of else found
 
     def digest(self) -> str:
         """Changes whenever any patch of the series changes (cache and label key)."""
@@ -133,7 +137,11 @@ def load_index(root: Path | None = None) -> list[Series]:
                 raise PatchError(
                     f"series {name}: bad version range {versions!r} ({exc})", "use e.g. '>=0.3.0, <0.4.0'"
                 ) from exc
-        result.append(Series(name, versions, int(entry.get("revision", 1)), native, directory))
+        compat = tuple(str(c) for c in entry.get("compat", []))
+        for item in compat:
+            if directory is None or not (directory / item).is_file() or "/" in item:
+                raise PatchError(f"series {name}: compat patch {item!r} is not in its directory", "fix the index")
+        result.append(Series(name, versions, int(entry.get("revision", 1)), native, directory, compat))
     return result
 
 
@@ -166,6 +174,12 @@ def dep3_fields(patch: Path) -> dict[str, str]:
             last = key.strip()
             fields[last] = value.strip()
     return fields
+
+
+def negative_control(series: Series) -> Series:
+    """The series cut down to its compat patches: the release as upstream ships it, made to
+    run on a current node, with no SCTP change (for proving that the patches matter)."""
+    return dataclasses.replace(series, name=f"{series.name}-control", native=False, control_of=series.name)
 
 
 def run(tree: Path, series: Series) -> PatchedTree:

@@ -18,7 +18,7 @@ from .config import Settings
 from .errors import ConfigError
 from .gitsource import looks_like_git
 from .goproxy import Restoration
-from .patch import Series, load_index, select
+from .patch import Series, load_index, negative_control, select
 
 
 @dataclass(frozen=True)
@@ -195,10 +195,11 @@ def _ipvsadm(settings: Settings, data: dict[str, Any]) -> SourceFile:
     return best
 
 
-def release_tags(version: str, revision: int, suffix: str) -> tuple[str, ...]:
-    """``v0.3.2`` + revision 1 -> ``v0.3.2-sctp.1`` (semver pre-release ``sctp.1``)."""
+def release_tags(version: str, revision: int, suffix: str, control: bool = False) -> tuple[str, ...]:
+    """``v0.3.2`` + revision 1 -> ``v0.3.2-sctp.1`` (semver pre-release ``sctp.1``); a
+    negative control is ``v0.3.2-nosctp.1`` so it can never be mistaken for a release."""
     base = validate.semver_of(version)
-    tagged = base.replace(prerelease=f"sctp.{revision}{suffix}")
+    tagged = base.replace(prerelease=f"{'nosctp' if control else 'sctp'}.{revision}{suffix}")
     return (validate.tag(f"v{tagged}"),)
 
 
@@ -213,6 +214,8 @@ def build(settings: Settings) -> Plan:
     lines = _lines(data, family, data.get("go", {}).get("toolchains", {}))
     line = _line_for(lines, version)
     series = select(load_index(), version)
+    if settings.negative_control:
+        series = negative_control(series)
 
     pins = data.get("kube-router", {}).get("releases", {})
     pin = None
@@ -259,5 +262,5 @@ def build(settings: Settings) -> Plan:
         ipvsadm_builder_image=ipvsadm_builder,
         runtime_image=runtime,
         image_repository=repository,
-        release_tags=release_tags(version, series.revision, suffix),
+        release_tags=release_tags(version, series.revision, suffix, series.control_of is not None),
     )

@@ -140,7 +140,9 @@ def labels(plan: Plan, bases: BaseImages, epoch: int) -> dict[str, str]:
     created = dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     result = {
         "org.opencontainers.image.title": "kube-router with SCTP",
-        "org.opencontainers.image.description": "kube-router built with the kube-router-sctp patch series",
+        "org.opencontainers.image.description": "NEGATIVE CONTROL: kube-router without the SCTP patches"
+        if plan.series.control_of
+        else "kube-router built with the kube-router-sctp patch series",
         "org.opencontainers.image.source": "https://github.com/cloudnativelabs/kube-router",
         "org.opencontainers.image.revision": pin.commit if pin else "",
         "org.opencontainers.image.version": plan.tag,
