@@ -41,6 +41,7 @@ _FLAG_KEYS = {
     "go_proxy": "mirrors.go-proxy",
     "ca_bundle": "mirrors.ca-bundle",
     "smoke_host": "smoke.host",
+    "smoke_registry": "smoke.registry",
     "kernel": "smoke.kernel",
     "modules": "smoke.modules",
     "no_smoke": "smoke.enabled",
@@ -85,6 +86,11 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--smoke-host",
             metavar="DOCKER_HOST",
             help="Docker host whose kernel has IPVS, for the smoke test.",
+        ),
+        click.option(
+            "--smoke-registry",
+            metavar="HOST:PORT",
+            help="The --push registry's address as the smoke host reaches it (default: the same).",
         ),
         click.option(
             "--kernel",

@@ -62,6 +62,7 @@ OPTIONS: dict[str, Option] = {
         Option("mirrors.ca-bundle", "str", "CA_BUNDLE"),
         Option("smoke.enabled", "bool", "SMOKE"),
         Option("smoke.host", "str", "SMOKE_HOST"),
+        Option("smoke.registry", "str", "SMOKE_REGISTRY"),
         Option("smoke.kernel", "str", "SMOKE_KERNEL"),
         Option("smoke.modules", "str", "SMOKE_MODULES"),
         Option("paths.cache-dir", "str", "CACHE_DIR"),
@@ -96,6 +97,7 @@ class Settings:
     mirrors: Mirrors
     smoke: bool
     smoke_host: str | None
+    smoke_registry: str | None  # the --push registry's address as the smoke host reaches it
     smoke_kernel: str | None  # "debian", a kernel .deb, or a vmlinuz (with smoke_modules)
     smoke_modules: Path | None
     cache_dir: Path
@@ -292,6 +294,8 @@ def _validate(tree: dict[str, Any], labels: Mapping[str, str], origin: dict[str,
     smoke_host = _str(tree, "smoke.host")
     if smoke_host:
         validate.url(smoke_host, "smoke host", ("tcp", "unix", "ssh", "http", "https"))
+    smoke_registry_raw = _str(tree, "smoke.registry")
+    smoke_registry = validate.registry_target(smoke_registry_raw)[0] if smoke_registry_raw else None
     smoke_kernel = _str(tree, "smoke.kernel")
     if smoke_kernel and smoke_kernel != "debian" and not Path(smoke_kernel).is_file():
         raise ConfigError(f"--kernel {smoke_kernel} does not exist", "pass a vmlinuz, a linux-image .deb, or 'debian'")
@@ -321,6 +325,7 @@ def _validate(tree: dict[str, Any], labels: Mapping[str, str], origin: dict[str,
         mirrors=Mirrors(ipvsadm_mirrors, debian, go_proxy, ca_bundle),
         smoke=bool(_get(tree, "smoke.enabled")),
         smoke_host=smoke_host,
+        smoke_registry=smoke_registry,
         smoke_kernel=smoke_kernel,
         smoke_modules=Path(modules_raw) if modules_raw else None,
         cache_dir=Path(cache_raw) if cache_raw else default_root(),

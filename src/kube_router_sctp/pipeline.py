@@ -261,6 +261,9 @@ class Pipeline:
             return self._smoke_on_kernel(pushed)
         engine = smoke_engine or self.engine
         image = pushed.by_digest if pushed else self.build().image_id
+        if pushed and settings.smoke_registry and settings.push:
+            # The same digest, reached through the address the smoke host knows.
+            image = settings.smoke_registry + image.removeprefix(settings.push[0])
         start = time.monotonic()
         with log.step("smoke", f"{image} on {engine.describe()}"):
             result = smoke.on_docker(

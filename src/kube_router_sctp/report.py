@@ -23,11 +23,14 @@ class Report:
             "started": _now(),
             "status": "running",
             "stages": {},
+            "stage_order": [],  # the order the stages ran in (the keys above are sorted)
             "durations": {},
         }
 
     def add(self, stage: str, record: dict[str, Any], seconds: float | None = None) -> None:
         self.data["stages"][stage] = record
+        if stage not in self.data["stage_order"]:
+            self.data["stage_order"].append(stage)
         if seconds is not None:
             self.data["durations"][stage] = round(seconds, 2)
 
