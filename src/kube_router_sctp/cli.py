@@ -169,6 +169,17 @@ def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
             report.finish("failed", exc.one_line())
             log.error(exc.one_line())
             code = exc.exit_code
+        except OSError as exc:
+            # Disk full, permissions: the work in progress was already cleaned up where it
+            # was written (temporary files, scratch directories); say what and where.
+            where = f" ({exc.filename})" if exc.filename else ""
+            error = PipelineError(
+                f"{exc.strerror or exc}{where}",
+                "free disk space or fix permissions there (the cache is --cache-dir), then run again",
+            )
+            report.finish("failed", error.one_line())
+            log.error(error.one_line())
+            code = error.exit_code
         except KeyboardInterrupt:
             exc2 = Interrupted("interrupted", "nothing half-done was kept; run again to continue")
             report.finish("interrupted", exc2.one_line())
@@ -176,7 +187,10 @@ def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
             code = exc2.exit_code
         finally:
             if report_path is not None and report.data.get("status") != "running":
-                report.write(report_path)
+                try:
+                    report.write(report_path)
+                except OSError as exc:
+                    log.error(f"could not write the report {report_path}: {exc.strerror or exc}")
         sys.exit(code)
 
     return wrapper

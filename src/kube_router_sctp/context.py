@@ -64,6 +64,16 @@ def _members(
 
 
 def write_tar(dest: Path, members: Iterable[Member], mtime: int) -> Context:
+    try:
+        return _write_tar(dest, members, mtime)
+    except OSError as exc:
+        if exc.filename:
+            raise
+        dest.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(dest)) from exc  # name the place that filled up
+
+
+def _write_tar(dest: Path, members: Iterable[Member], mtime: int) -> Context:
     count = 0
     with dest.open("wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, content, mode in members:

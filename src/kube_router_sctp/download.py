@@ -141,6 +141,11 @@ class Downloader:
                     mismatch = (url, exc.actual)
                     log.warn(f"{name}: checksum mismatch from {url} (got {exc.actual}); discarded")
                     break
+                except OSError as exc:
+                    part.unlink(missing_ok=True)
+                    if exc.filename or isinstance(exc, requests.RequestException):
+                        raise
+                    raise OSError(exc.errno, exc.strerror, str(part.parent)) from exc  # name the full place
                 except BaseException:
                     part.unlink(missing_ok=True)
                     raise
@@ -231,9 +236,9 @@ class Downloader:
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
     text = str(exc)
+    if isinstance(exc, requests.Timeout) or "timed out" in text.lower():
+        return "timed out"
     if "Name or service not known" in text or "NameResolutionError" in text:
         return "host name not resolvable"
     if "Connection refused" in text:

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from . import log
 from .errors import DockerError, RegistryError
 
 _STEP_RE = re.compile(r"^Step (\d+/\d+) : (.*)$")
-_SECRET_RE = re.compile(r"(?i)(authorization|password|token|auth)([\"'=: ]+)[^\s\"',}]+")
+_SECRET_RE = re.compile(r"(?i)(authorization|password|token|auth)(\"?\s*[=:]\s*\"?(?:basic |bearer )?)[^\s\"',}]+")
 
 
 def redact(text: str) -> str:
@@ -142,15 +143,16 @@ class Engine:
                             match = _STEP_RE.match(line.strip())
                             if match:
                                 step = f"step {match[1]} ({match[2][:120]})"
-                            last_lines = [*last_lines, line][-15:]
+                            last_lines = [*last_lines, line][-40:]
                         on_output(text)
                     elif "error" in event:
                         detail = redact(str(event.get("errorDetail", {}).get("message") or event["error"]))
-                        tail = "\n".join(last_lines[-8:])
+                        tail = "\n".join(last_lines)
                         if tail:
-                            log.detail(tail)
+                            log.detail("\n".join(last_lines[-8:]))
                         last = detail.strip().splitlines()[-1] if detail.strip() else "unknown error"
-                        raise DockerError(f"image build failed at {step}: {last}", _build_hint(detail))
+                        # The hint reads the step's own output too: apt prints why it failed there.
+                        raise DockerError(f"image build failed at {step}: {last}", _build_hint(detail + "\n" + tail))
                     elif "aux" in event and "ID" in event["aux"]:
                         image_id = str(event["aux"]["ID"])
         except docker.errors.APIError as exc:
@@ -168,8 +170,26 @@ class Engine:
         return image_id
 
     # -- push -----------------------------------------------------------------------
-    def push(self, repository: str, tag: str) -> str:
-        """Push one tag; return the manifest digest the registry reported."""
+    def push(self, repository: str, tag: str, attempts: int = 3, backoff: float = 2.0) -> str:
+        """Push one tag; return the manifest digest the registry reported.
+
+        A registry that is down or drops the connection gets ``attempts`` tries with
+        exponential backoff; a refusal (authentication, read-only, bad name) fails at once.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._push_once(repository, tag)
+            except RegistryError as exc:
+                if attempt == attempts or not _transient(exc.message):
+                    raise
+                delay = backoff * 2 ** (attempt - 1)
+                log.info(
+                    f"push of {repository}:{tag}: {exc.message[-160:]}; retry {attempt}/{attempts - 1} in {delay:.0f}s"
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _push_once(self, repository: str, tag: str) -> str:
         digest: str | None = None
         try:
             for event in self.api.push(repository, tag=tag, stream=True, decode=True):
@@ -352,14 +372,42 @@ def _build_hint(detail: str) -> str:
         return "the daemon's disk is full: free space (docker system prune) and run again"
     if "pull access denied" in lowered or "manifest unknown" in lowered or "not found" in lowered:
         return "a base image is missing: load it, configure a registry mirror, or use --bootstrap-bases"
-    if "temporary failure resolving" in lowered or "could not resolve" in lowered:
+    mirror_trouble = (
+        "temporary failure resolving",
+        "could not resolve",
+        "failed to fetch",
+        "unable to connect",
+        "unable to locate package",
+    )
+    if any(word in lowered for word in mirror_trouble):
         return "a builder stage could not reach a package mirror: set --debian-mirror / --go-proxy"
     return "see the build output above for the failing command"
 
 
+_TRANSIENT = (
+    "connection refused",
+    "connection reset",
+    "eof",
+    "i/o timeout",
+    "broken pipe",
+    "502",
+    "503",
+    "504",
+    "500 internal",
+    "timeout",
+    "no route to host",
+    "tls handshake timeout",
+)
+
+
+def _transient(message: str) -> bool:
+    lowered = message.lower()
+    return any(word in lowered for word in _TRANSIENT)
+
+
 def _push_hint(message: str) -> str:
     lowered = message.lower()
-    if "unauthorized" in lowered or "authentication required" in lowered or "denied" in lowered:
+    if any(word in lowered for word in ("unauthorized", "authentication required", "denied", "no basic auth")):
         return "log in to the registry (docker login REGISTRY) with an account allowed to push"
     if "connection refused" in lowered or "no such host" in lowered or "i/o timeout" in lowered:
         return "start the registry or fix the --push address"

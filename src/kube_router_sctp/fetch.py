@@ -88,7 +88,9 @@ def kube_router(plan: Plan, cache: Cache, downloader: Downloader) -> KubeRouterT
             )
 
     with cache.lock(f"tree-{pin.tree_sha256}"):
-        if cache.has_tree(pin.tree_sha256):
+        # A local tarball is always checked (it is cheap, and the user handed us that file);
+        # git and URL sources are verified when first exported, then served from the cache.
+        if source.kind != "tarball" and cache.has_tree(pin.tree_sha256):
             log.info(f"kube-router {plan.version}: cached tree {pin.tree_sha256[:12]} (verified)")
             return KubeRouterTree(
                 cache.tree_path(pin.tree_sha256),

@@ -40,7 +40,7 @@ def _refuse(field: str, value: object, expected: str) -> ConfigError:
 
 def kube_router_version(value: str, field: str = "kube-router version") -> str:
     """``v0.3.2`` or ``0.3.2`` -> ``v0.3.2``. Pre-releases are refused."""
-    text = value.strip() if isinstance(value, str) else value
+    text = value
     if not isinstance(text, str) or not re.fullmatch(r"v?[0-9]+\.[0-9]+\.[0-9]+", text):
         raise _refuse(field, value, "a release such as v0.3.2 (pre-releases are not supported)")
     parsed = semver.Version.parse(text.removeprefix("v"))
@@ -53,9 +53,9 @@ def semver_of(version: str) -> semver.Version:
 
 
 def ipvsadm_version(value: str) -> str:
-    if not isinstance(value, str) or not _IPVSADM_RE.fullmatch(value.strip()):
+    if not isinstance(value, str) or not _IPVSADM_RE.fullmatch(value):
         raise _refuse("ipvsadm version", value, "a release such as 1.30 or 1.31")
-    return value.strip()
+    return value
 
 
 def ipvsadm_semver(version: str) -> semver.Version:
@@ -80,7 +80,7 @@ def split_image(reference: str) -> tuple[str, str | None, str | None]:
 
 def registry_target(value: str) -> tuple[str, str]:
     """``host[:port][/namespace]`` -> (host, namespace)."""
-    text = value.strip().rstrip("/") if isinstance(value, str) else value
+    text = value.rstrip("/") if isinstance(value, str) else value
     if not isinstance(text, str) or not _REGISTRY_RE.fullmatch(text):
         raise _refuse("--push target", value, "REGISTRY[/NAMESPACE] such as registry:5000 or 127.0.0.1:5000/team")
     match = _REGISTRY_RE.fullmatch(text)

@@ -24,6 +24,7 @@ class Behaviour:
     stall: float = 0.0  # seconds to wait after the headers before the body
     declared_length: int | None = None  # lie about Content-Length
     redirect_to: str | None = None
+    trickle: float = 0.0  # seconds between 4 KiB chunks: a slow mirror
 
 
 class FaultServer:
@@ -66,8 +67,14 @@ class FaultServer:
                 if behaviour.truncate_at is not None:
                     body = body[: behaviour.truncate_at]
                 try:
-                    self.wfile.write(body)
-                    self.wfile.flush()
+                    if behaviour.trickle:
+                        for start in range(0, len(body), 4096):
+                            self.wfile.write(body[start : start + 4096])
+                            self.wfile.flush()
+                            time.sleep(behaviour.trickle)
+                    else:
+                        self.wfile.write(body)
+                        self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 if behaviour.truncate_at is not None or behaviour.declared_length is not None:

@@ -1,0 +1,111 @@
+"""Hostile input through the real command line: refused before anything is rendered,
+built or cached, with the offending member or value named."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REAL_USER_SOURCE
+from tests.support import env
+
+
+def error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("kube-router-sctp: error:")]
+    assert len(lines) == 1, stderr[-2000:]
+    return lines[0]
+
+
+def evil_tarball(path: Path, name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for member_name, member_kind, member_link in (("kube-router-0.3.2/", tarfile.DIRTYPE, ""), (name, kind, link)):
+            info = tarfile.TarInfo(member_name)
+            info.type = member_kind
+            info.linkname = member_link
+            tar.addfile(info, io.BytesIO(b"") if member_kind == tarfile.REGTYPE else None)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("member", "kind", "link", "why"),
+    [
+        ("kube-router-0.3.2/../../evil", tarfile.REGTYPE, "", "contains '..'"),
+        ("/etc/evil", tarfile.REGTYPE, "", "has an absolute path"),
+        ("kube-router-0.3.2/x", tarfile.SYMTYPE, "/etc/passwd", "symlink leaving the tree"),
+        ("kube-router-0.3.2/y", tarfile.LNKTYPE, "/etc/shadow", "hard link leaving the tree"),
+        ("kube-router-0.3.2/dev", tarfile.CHRTYPE, "", "is a device or FIFO"),
+    ],
+)
+def test_hostile_source_tarball(tmp_path: Path, member: str, kind: bytes, link: str, why: str) -> None:
+    tarball = evil_tarball(tmp_path / "kube-router.tar.gz", member, kind, link)
+    cache = tmp_path / "cache"
+    result = env.run_cli("patch", "--kube-router-source", str(tarball), "--cache-dir", str(cache))
+    assert result.returncode == 4
+    line = error_line(result.stderr)
+    assert f"member {member!r}" in line and why in line
+    assert not list((cache / "trees").glob("*")) if (cache / "trees").exists() else True
+    assert not (tmp_path / "evil").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kube-router-version", "v0.3.2\nRUN curl x|sh"], "invalid kube-router version"),
+        (["--kube-router-version", "v0.3.2'; id; '"], "invalid kube-router version"),
+        (["--runtime-base", "alpine:3.10\nUSER root"], "invalid runtime base image"),
+        (["--runtime-base", 'alpine"$(id)"'], "invalid runtime base image"),
+        (["--ipvsadm-mirror", 'https://mirror.example/"; rm -rf /'], "invalid ipvsadm mirror"),
+        (["--debian-mirror", "http://mirror.example/debian\nRUN id"], "invalid Debian mirror"),
+        (["--go-proxy", "https://proxy.example/`id`"], "invalid Go module proxy"),
+        (["--label", "team=net\nRUN id"], "invalid label team value"),
+        (["--label", 'team=a"b'], "invalid label team value"),
+        (["--label", "Team=x"], "invalid label key"),
+        (["--push", "registry:5000/ns\n"], "invalid --push target"),
+        (["--image-name", "kube-router;id"], "invalid image name"),
+    ],
+)
+def test_hostile_values_are_rejected_before_rendering(args: list[str], message: str) -> None:
+    result = env.run_cli("render", *args)
+    assert result.returncode == 2
+    assert result.stdout == ""  # not a single line of Dockerfile
+    assert message in error_line(result.stderr)
+
+
+def test_patch_index_pointing_outside_patches(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(env.PROJECT / "patches", project / "patches")
+    shutil.copytree(env.PROJECT / "images", project / "images")
+    index = project / "patches" / "kube-router" / "series.toml"
+    index.write_text(index.read_text().replace('name = "v0.3"', 'name = "../../../etc"'))
+    result = env.run_cli("render", env={"KUBE_ROUTER_SCTP_PROJECT_DIR": str(project)})
+    assert result.returncode == 5
+    assert "does not name a directory inside patches/kube-router" in error_line(result.stderr)
+
+
+def test_moved_tag_is_refused_unless_the_pin_is_updated(tmp_path: Path) -> None:
+    if not REAL_USER_SOURCE or not Path(REAL_USER_SOURCE).exists():
+        pytest.skip("needs a kube-router git mirror (build.kube-router-source in the user config)")
+    repo = tmp_path / "kube-router.git"
+    subprocess.run(["git", "clone", "-q", "--mirror", "--shared", REAL_USER_SOURCE, str(repo)], check=True)
+    subprocess.run(["git", f"--git-dir={repo}", "tag", "-f", "v0.3.2", "v0.3.1"], check=True, capture_output=True)
+    result = env.run_cli("patch", "--kube-router-source", str(repo), "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 4
+    line = error_line(result.stderr)
+    assert "tag v0.3.2" in line and "the tag moved" in line and "update the pin on purpose" in line
+    # Updating the pin on purpose (a user config with the new commit and tree) is accepted.
+    pin = env.run_cli("pin", "--kube-router-source", str(repo), "v0.3.2", "--cache-dir", str(tmp_path / "cache"))
+    assert pin.returncode == 0, pin.stderr[-1000:]
+    config = tmp_path / "config.toml"
+    config.write_text(pin.stdout)
+    moved = subprocess.run(["git", f"--git-dir={repo}", "rev-parse", "v0.3.1^{commit}"], capture_output=True, text=True)
+    assert moved.stdout.strip() in pin.stdout
+    accepted = env.run_cli(
+        "fetch", "--kube-router-source", str(repo), "--cache-dir", str(tmp_path / "cache"), "--ipvsadm-version", "1.31",
+        env={"KUBE_ROUTER_SCTP_CONFIG": str(config)},
+    )  # fmt: skip
+    assert accepted.returncode == 0, accepted.stderr[-1000:]

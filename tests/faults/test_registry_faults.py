@@ -1,0 +1,135 @@
+"""Registry faults with the real registry: down, cut mid-push, TLS + htpasswd (good, wrong,
+missing credentials), read-only. Expected: retries where it may help, then one clear
+line; never a release tag on anything unverified; credentials never in any output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import upstream_source_for
+from tests.support import env
+from tests.support.registry import docker_config, registry
+from tests.support.tcpproxy import CuttableProxy
+
+pytestmark = [pytest.mark.docker, pytest.mark.upstream, pytest.mark.slow]
+
+PASSWORD = "s3cret-Pa55-krs-test"
+
+
+def pipeline(push: str, report: Path, *extra: str, env_vars: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    source = upstream_source_for("v0.3.2")
+    args = [
+        *(["--kube-router-source", source] if source else []),
+        "--kube-router-version", "v0.3.2", "--base-family", "debian", "--ipvsadm-version", "1.31",
+        "--push", push, "--report", str(report), *extra,
+    ]  # fmt: skip
+    return env.run_cli(*args, env=env_vars)
+
+
+def error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("kube-router-sctp: error:")]
+    assert len(lines) == 1, stderr[-2000:]
+    return lines[0]
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        assert PASSWORD not in text
+        assert "czNjcmV0" not in text  # no base64 of it either (user:password starts differently; belt and braces)
+
+
+def test_registry_down_before_push(tmp_path: Path, debian_image: str) -> None:
+    report = tmp_path / "r.json"
+    result = pipeline("127.0.0.1:9/down", report, "--no-smoke")
+    assert result.returncode == 7
+    line = error_line(result.stderr)
+    assert "connection refused" in line and "start the registry or fix the --push address" in line
+    assert result.stderr.count("retry") >= 2  # retried before giving up
+    assert json.loads(report.read_text())["status"] == "failed"
+
+
+def test_registry_stopped_in_the_middle_of_a_push(tmp_path: Path, debian_image: str) -> None:
+    with registry(tmp_path / "reg") as reg:
+        host, port = reg.address.split(":")
+        proxy = CuttableProxy((host, int(port)))
+        proxy.cut_after = 8 << 20  # the registry 'dies' 8 MiB into the upload
+        try:
+            report = tmp_path / "r.json"
+            result = pipeline(f"{proxy.address}/cut", report, "--kernel", "debian")
+            assert proxy.cut.is_set(), "the cut should have happened"
+            assert result.returncode == 7, result.stderr[-2000:]
+            assert "push of" in error_line(result.stderr)
+            assert reg.tags("cut/kube-router") == []  # no tag at all: no manifest was completed
+            data = json.loads(report.read_text())
+            assert "smoke" not in data["stages"] and "promote" not in data["stages"]
+        finally:
+            proxy.close()
+
+
+@pytest.fixture
+def tls_registry(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with registry(tmp_path / "tls", host="172.17.0.1", tls=True, users={"ci": PASSWORD}) as reg:
+        yield reg
+
+
+def test_tls_htpasswd_with_good_credentials(tmp_path: Path, tls_registry, debian_image: str) -> None:  # type: ignore[no-untyped-def]
+    config = docker_config(tmp_path, tls_registry.address, "ci", PASSWORD)
+    report = tmp_path / "r.json"
+    result = pipeline(
+        f"{tls_registry.address}/auth", report, "--kernel", "debian", env_vars={"DOCKER_CONFIG": str(config)}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    tags = tls_registry.tags("auth/kube-router", auth=("ci", PASSWORD))
+    assert tags == ["v0.3.2-sctp.1-debian", "v0.3.2-sctp.1-debian-candidate"]
+    assert_no_secret(result.stdout, result.stderr, report.read_text())
+
+
+def test_tls_htpasswd_with_a_wrong_password(tmp_path: Path, tls_registry, debian_image: str) -> None:  # type: ignore[no-untyped-def]
+    config = docker_config(tmp_path, tls_registry.address, "ci", PASSWORD + "-wrong")
+    report = tmp_path / "r.json"
+    result = pipeline(f"{tls_registry.address}/auth", report, "--no-smoke", env_vars={"DOCKER_CONFIG": str(config)})
+    assert result.returncode == 7
+    line = error_line(result.stderr)
+    assert "unauthorized" in line.lower() or "authentication required" in line.lower()
+    assert "docker login" in line
+    assert "retry" not in result.stderr  # a refusal is not retried
+    assert tls_registry.tags("auth/kube-router", auth=("ci", PASSWORD)) == []
+    assert_no_secret(result.stdout, result.stderr, report.read_text())
+
+
+def test_tls_htpasswd_without_credentials(tmp_path: Path, tls_registry, debian_image: str) -> None:  # type: ignore[no-untyped-def]
+    empty = tmp_path / "empty-docker-config"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    result = pipeline(
+        f"{tls_registry.address}/auth", tmp_path / "r.json", "--no-smoke", env_vars={"DOCKER_CONFIG": str(empty)}
+    )
+    assert result.returncode == 7
+    assert "docker login" in error_line(result.stderr)
+    assert tls_registry.tags("auth/kube-router", auth=("ci", PASSWORD)) == []
+
+
+def test_read_only_registry(tmp_path: Path, debian_image: str) -> None:
+    with registry(tmp_path / "ro", readonly=True) as reg:
+        result = pipeline(f"{reg.address}/ro", tmp_path / "r.json", "--no-smoke")
+        assert result.returncode == 7
+        line = error_line(result.stderr)
+        assert "push of" in line
+        assert reg.tags("ro/kube-router") == []
+
+
+def test_doctor_sees_the_login_requirement(tmp_path: Path, tls_registry) -> None:  # type: ignore[no-untyped-def]
+    empty = tmp_path / "cfg"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    result = env.run_cli(
+        "doctor",
+        "--push",
+        tls_registry.address,
+        env={"DOCKER_CONFIG": str(empty), "REQUESTS_CA_BUNDLE": str(tls_registry.ca)},
+    )
+    line = next(line for line in result.stdout.splitlines() if line.startswith("[FAIL] registry"))
+    assert "requires login" in line
