@@ -36,6 +36,7 @@ _FLAG_KEYS = {
     "push": "build.push",
     "offline": "build.offline",
     "negative_control": "build.negative-control",
+    "no_cache": "build.no-cache",
     "ipvsadm_mirror": "mirrors.ipvsadm",
     "debian_mirror": "mirrors.debian",
     "go_proxy": "mirrors.go-proxy",
@@ -78,6 +79,7 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Build without the SCTP patches (only the series' compat patches), to prove they matter.",
         ),
+        click.option("--no-cache", is_flag=True, default=None, help="Ignore Docker's layer cache (a clean build)."),
         click.option("--ipvsadm-mirror", multiple=True, metavar="URL", help="Base URL serving ipvsadm tarballs."),
         click.option("--debian-mirror", metavar="URL", help="Debian mirror (default: from the host's apt sources)."),
         click.option("--go-proxy", metavar="URL", help="Go module proxy (default: $GOPROXY or go env GOPROXY)."),
@@ -288,10 +290,15 @@ def render_command(ctx: click.Context) -> None:
 
 @main.command("build")
 @_options
+@click.option(
+    "--save-context",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the exact build context (a tar with the Dockerfile) here.",
+)
 @_handled
 def build_command(ctx: click.Context) -> None:
     """Build the image (tagged as a candidate; release tags need the smoke test)."""
-    built = _pipeline(ctx).build()
+    built = _pipeline(ctx).build(ctx.obj.get("save_context"))
     click.echo(f"{built.reference} {built.image_id}")
 
 

@@ -56,6 +56,7 @@ OPTIONS: dict[str, Option] = {
         Option("build.push", "str", "PUSH"),
         Option("build.offline", "bool", "OFFLINE"),
         Option("build.negative-control", "bool", "NEGATIVE_CONTROL"),
+        Option("build.no-cache", "bool", "NO_CACHE"),
         Option("mirrors.ipvsadm", "list", "IPVSADM_MIRRORS"),
         Option("mirrors.debian", "str", "DEBIAN_MIRROR"),
         Option("mirrors.go-proxy", "str", "GO_PROXY"),
@@ -94,6 +95,7 @@ class Settings:
     push: tuple[str, str] | None  # (registry host, namespace)
     offline: bool
     negative_control: bool  # build without the SCTP patches, to prove they matter
+    no_cache: bool  # ignore Docker's layer cache (clean builds, reproducibility checks)
     mirrors: Mirrors
     smoke: bool
     smoke_host: str | None
@@ -322,6 +324,7 @@ def _validate(tree: dict[str, Any], labels: Mapping[str, str], origin: dict[str,
         push=push,
         offline=bool(_get(tree, "build.offline")),
         negative_control=bool(_get(tree, "build.negative-control")),
+        no_cache=bool(_get(tree, "build.no-cache")),
         mirrors=Mirrors(ipvsadm_mirrors, debian, go_proxy, ca_bundle),
         smoke=bool(_get(tree, "smoke.enabled")),
         smoke_host=smoke_host,

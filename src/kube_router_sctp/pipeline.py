@@ -8,8 +8,10 @@ only after the smoke test passed on the very digest the registry holds.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import bases, context, fetch, log, patch, render, smoke
@@ -182,7 +184,9 @@ class Pipeline:
             self._rendered = rendered
         return self._rendered
 
-    def build(self) -> Built:
+    def build(self, save_context: Path | None = None) -> Built:
+        """Build the single-platform image; ``save_context`` keeps a copy of the exact
+        context sent to the daemon (to rebuild it elsewhere, or compare with docker build)."""
         if self._built is None:
             fetched = self.fetch()
             patched = self.patch()
@@ -201,7 +205,9 @@ class Pipeline:
                         go_toolchain=fetched.go_toolchain.path if fetched.go_toolchain else None,
                     )
                     log.info(f"build context: {ctx.files} files, {ctx.size / 1048576:.1f} MiB")
-                    image_id = self.engine.build(ctx.path, candidate)
+                    if save_context is not None:
+                        shutil.copyfile(ctx.path, save_context)
+                    image_id = self.engine.build(ctx.path, candidate, nocache=self.plan.settings.no_cache)
                 finally:
                     remove_tree(scratch)
                 image = self.engine.image(image_id) or {}
@@ -333,7 +339,9 @@ class Pipeline:
         try:
             with log.step("build", f"kube-router and gobgp for {', '.join(platforms)}"):
                 ctx = context.write(scratch / "go.tar", self.plan, rendered, patched=patched, go_toolchain=toolchain)
-                self.engine.build(ctx.path, binaries_image, target="kube-router-builder")
+                self.engine.build(
+                    ctx.path, binaries_image, target="kube-router-builder", nocache=self.plan.settings.no_cache
+                )
                 self.engine.extract(binaries_image, "/out", scratch)
             for platform in platforms:
                 arch = platform.split("/")[1]
@@ -350,7 +358,9 @@ class Pipeline:
                         ipvsadm=fetched.ipvsadm.path,
                         binaries=scratch / "out" / f"linux_{arch}",
                     )
-                    image_id = self.engine.build(ctx.path, candidate, platform=platform)
+                    image_id = self.engine.build(
+                        ctx.path, candidate, platform=platform, nocache=self.plan.settings.no_cache
+                    )
                 size = int((self.engine.image(image_id) or {}).get("Size", 0))
                 built[platform] = Built(image_id, size, candidate, ctx.size, ctx.files)
                 self.report.add(

@@ -33,12 +33,12 @@ def run(*args: str, cwd: Path = PROJECT) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_check() -> None:
-    result = run(tool("ruff"), "check", "src", "tests", "build.py", "scripts")
+    result = run(tool("ruff"), "check", "src", "tests", "build.py", "scripts", "benchmarks")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format() -> None:
-    result = run(tool("ruff"), "format", "--check", "src", "tests", "build.py", "scripts")
+    result = run(tool("ruff"), "format", "--check", "src", "tests", "build.py", "scripts", "benchmarks")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

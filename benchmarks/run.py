@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""Benchmarks: what the pipeline costs as its users feel it, beside plain `docker build`.
+
+Writes results/benchmarks.md and results/benchmarks.json: the machine, then each figure as
+the median of several runs with min and max. Not a test: figures vary with the machine;
+the goals are compared and misses are stated, nothing fails.
+
+    .venv/bin/python benchmarks/run.py [--runs 3] [--cold-runs 2] [--skip-cold] [--skip-vm] [--matrix]
+
+Inputs come from the user's configuration like every other run (the kube-router source,
+mirrors); the build is the debian family of patched kube-router v0.3.2 with ipvsadm 1.31.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "src"))
+
+from kube_router_sctp import config  # noqa: E402
+from kube_router_sctp.engine import Engine  # noqa: E402
+
+BUILD = ["--kube-router-version", "v0.3.2", "--base-family", "debian", "--ipvsadm-version", "1.31"]
+GOALS = {
+    "cold_overhead": "pipeline at most 5% slower than plain docker build (cold)",
+    "warm_overhead": "at most 1.5 s more than a cached plain docker build",
+    "warm_bytes": "0 bytes downloaded when warm",
+    "size_ratio": "runtime image at most 40% of the single-stage image",
+    "smoke": "smoke under 60 s including VM boot",
+}
+
+
+def cli(*args: str, timeout: int = 7200) -> subprocess.CompletedProcess[str]:
+    source = config.load().kube_router_source
+    extra = (
+        ["--kube-router-source", source] if source and args and args[0] in ("build", "fetch", "check-patches") else []
+    )
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "build.py"), *args, *extra], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def timed(func: Any) -> float:
+    start = time.monotonic()
+    func()
+    return time.monotonic() - start
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def docker_build(context: Path, tag: str, nocache: bool) -> None:
+    """A plain `docker build` of a context tar, with the classic builder the pipeline uses."""
+    docker = shutil.which("docker") or "docker"
+    args = [docker, "build", "-q", "-t", tag, *(["--no-cache"] if nocache else []), "-"]
+    with context.open("rb") as handle:
+        result = subprocess.run(args, stdin=handle, capture_output=True, env=dict(os.environ, DOCKER_BUILDKIT="0"))
+    if result.returncode != 0:
+        raise SystemExit(f"docker build failed: {result.stderr.decode()[-500:]}")
+
+
+def pipeline_build(report: Path, nocache: bool, save: Path | None = None) -> dict[str, Any]:
+    args = ["build", *BUILD, "--report", str(report), "-q"]
+    if nocache:
+        args.append("--no-cache")
+    if save is not None:
+        args += ["--save-context", str(save)]
+    result = cli(*args)
+    if result.returncode != 0:
+        raise SystemExit(f"pipeline build failed: {result.stderr[-1500:]}")
+    data: dict[str, Any] = json.loads(report.read_text())
+    return data
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = next(
+        line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    docker = Engine().version()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(mem) / 1048576, 1),
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "docker": docker.get("Version"),
+        "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def single_stage_size(context: Path, work: Path) -> int:
+    """Build the 2019-style single-stage image from the pipeline's own context."""
+    base = "kube-router-sctp/bootstrap-debian:bookworm"
+    with tarfile.open(context) as tar:
+        names = tar.getnames()
+    ipvsadm_file = next(n.split("/", 1)[1] for n in names if n.startswith("ipvsadm/"))
+    text = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False).from_string(  # noqa: S701
+        (PROJECT / "benchmarks" / "single-stage.Dockerfile.j2").read_text()
+    ).render(base=base, go_package="golang-1.19-go", go_version="1.19", ipvsadm_file=ipvsadm_file,
+             ipvsadm_version=ipvsadm_file.split("-")[1].removesuffix(".tar.gz").removesuffix(".tar.xz"))  # fmt: skip
+    single = work / "single.tar"
+    with tarfile.open(context) as src, tarfile.open(single, "w") as dst:
+        for member in src.getmembers():
+            if member.name == "Dockerfile":
+                continue
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(text.encode())
+        dst.addfile(info, io.BytesIO(text.encode()))
+    docker_build(single, "kube-router-sctp/bench-single-stage:v0.3.2", nocache=False)
+    inspected = Engine().image("kube-router-sctp/bench-single-stage:v0.3.2") or {}
+    return int(inspected.get("Size", 0))
+
+
+def vm_figures(runs: int) -> dict[str, Any]:
+    from kube_router_sctp import smoke
+    from kube_router_sctp.cache import Cache
+    from kube_router_sctp.vm import dockerhost
+
+    cache = Cache(config.load().cache_dir)
+    image = "127.0.0.1:5000/bench/kube-router:v0.3.2-sctp.1-debian-candidate"
+    engine = Engine()
+    engine.tag("kube-router:v0.3.2-sctp.1-debian-candidate", image.rsplit(":", 1)[0], image.rsplit(":", 1)[1])
+    engine.push(*image.rsplit(":", 1))
+    boots, pulls, smokes, kernel_smokes = [], [], [], []
+    for _ in range(runs):
+        with dockerhost.docker_host(cache=cache) as host:
+            boots.append(host.boot_seconds)
+            guest_ref = host.guest_registry("127.0.0.1:5000") + image.removeprefix("127.0.0.1:5000")
+            pulls.append(host.timed_pull(guest_ref))
+            result = smoke.on_docker(host.engine, guest_ref, pull=False, kube_router_version="v0.3.2-sctp.1-debian",
+                                     ipvsadm_version="1.31")  # fmt: skip
+            smokes.append(result.seconds)
+        kernel_smokes.append(timed(lambda: _check(cli("smoke", "--kernel", "debian", *BUILD[4:6],
+                                                     "kube-router:v0.3.2-sctp.1-debian-candidate"))))  # fmt: skip
+    return {
+        "vm_boot_s": stats(boots),
+        "vm_pull_s": stats(pulls),
+        "vm_smoke_s": stats(smokes),
+        "vm_total_s": stats([b + p + s for b, p, s in zip(boots, pulls, smokes, strict=True)]),
+        "kernel_smoke_total_s": stats(kernel_smokes),
+    }
+
+
+def _check(result: subprocess.CompletedProcess[str]) -> None:
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-1500:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cold-runs", type=int, default=2)
+    parser.add_argument("--skip-cold", action="store_true")
+    parser.add_argument("--skip-vm", action="store_true")
+    parser.add_argument("--matrix", action="store_true", help="also time check-patches --all (about an hour)")
+    parser.add_argument("--output", type=Path, default=PROJECT / "results")
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": machine(), "figures": {}}
+    figures = results["figures"]
+    work = Path(tempfile.mkdtemp(prefix="krs-bench-"))
+    try:
+        context = work / "context.tar"
+        first = pipeline_build(work / "prime.json", nocache=False, save=context)  # warm the download cache
+        figures["context_bytes"] = first["stages"]["build"]["context_bytes"]
+        figures["runtime_image_bytes"] = first["stages"]["build"]["size"]
+
+        if not args.skip_cold:
+            cold_pipe, cold_plain = [], []
+            for n in range(args.cold_runs):
+                cold_pipe.append(timed(lambda n=n: pipeline_build(work / f"cold{n}.json", nocache=True)))
+                cold_plain.append(timed(lambda: docker_build(context, "kube-router-sctp/bench-plain", nocache=True)))
+            figures["cold_pipeline_s"] = stats(cold_pipe)
+            figures["cold_plain_docker_build_s"] = stats(cold_plain)
+            figures["cold_overhead_ratio"] = statistics.median(cold_pipe) / statistics.median(cold_plain)
+
+        warm_pipe, warm_plain, warm_bytes = [], [], []
+        docker_build(context, "kube-router-sctp/bench-plain", nocache=False)  # prime the plain build's cache
+        for n in range(args.runs):
+            report = work / f"warm{n}.json"
+            warm_pipe.append(timed(lambda report=report: pipeline_build(report, nocache=False)))
+            warm_bytes.append(json.loads(report.read_text())["stages"]["fetch"]["bytes_downloaded"])
+            warm_plain.append(timed(lambda: docker_build(context, "kube-router-sctp/bench-plain", nocache=False)))
+        figures["warm_pipeline_s"] = stats(warm_pipe)
+        figures["warm_plain_docker_build_s"] = stats(warm_plain)
+        figures["warm_overhead_s"] = statistics.median(warm_pipe) - statistics.median(warm_plain)
+        figures["warm_overhead_ratio"] = statistics.median(warm_pipe) / statistics.median(warm_plain)
+        figures["warm_bytes_downloaded"] = max(warm_bytes)
+
+        figures["single_stage_image_bytes"] = single_stage_size(context, work)
+        figures["size_ratio"] = figures["runtime_image_bytes"] / figures["single_stage_image_bytes"]
+
+        if not args.skip_vm:
+            figures.update(vm_figures(max(1, min(args.runs, 3))))
+        if args.matrix:
+            start = time.monotonic()
+            result = cli("check-patches", "--all", "--base-family", "debian", timeout=6 * 3600)
+            figures["check_patches_all_s"] = time.monotonic() - start
+            figures["check_patches_all_passed"] = result.returncode == 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (args.output / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.output / "benchmarks.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def _fmt(value: Any, unit: str = "s") -> str:
+    if isinstance(value, dict):
+        return f"{value['median']:.1f} {unit} (min {value['min']:.1f}, max {value['max']:.1f}, n={value['n']})"
+    return str(value)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m, f = results["machine"], results["figures"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, kernel {m['kernel']}, Docker {m['docker']}, "
+        f"Python {m['python']}; load average at start {', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}.",
+        "",
+        "| figure | value | goal | met |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def row(name: str, value: str, goal: str = "", met: str = "") -> None:
+        lines.append(f"| {name} | {value} | {goal} | {met} |")
+
+    if "cold_pipeline_s" in f:
+        row("cold build, pipeline", _fmt(f["cold_pipeline_s"]))
+        row("cold build, plain docker build", _fmt(f["cold_plain_docker_build_s"]))
+        ratio = f["cold_overhead_ratio"]
+        row(
+            "cold overhead ratio",
+            f"{ratio:.3f}",
+            "≤ 1.05",
+            "yes" if ratio <= 1.05 else f"no (+{(ratio - 1) * 100:.1f}%)",
+        )
+    row("warm rebuild, pipeline", _fmt(f["warm_pipeline_s"]))
+    row("warm rebuild, plain docker build", _fmt(f["warm_plain_docker_build_s"]))
+    over = f["warm_overhead_s"]
+    row(
+        "warm overhead",
+        f"{over:.2f} s (ratio {f['warm_overhead_ratio']:.2f})",
+        "≤ 1.5 s",
+        "yes" if over <= 1.5 else "no",
+    )
+    row(
+        "bytes downloaded when warm",
+        str(f["warm_bytes_downloaded"]),
+        "0",
+        "yes" if f["warm_bytes_downloaded"] == 0 else "no",
+    )
+    row("build context sent to the daemon", f"{f['context_bytes'] / 1048576:.1f} MiB")
+    row("runtime image", f"{f['runtime_image_bytes'] / 1048576:.1f} MiB")
+    row("single-stage image (2019 style)", f"{f['single_stage_image_bytes'] / 1048576:.1f} MiB")
+    size = f["size_ratio"]
+    row("size ratio", f"{size * 100:.1f}%", "≤ 40%", "yes" if size <= 0.40 else "no")
+    if "vm_boot_s" in f:
+        row("VM boot to dockerd ready", _fmt(f["vm_boot_s"]))
+        row("image pull into the VM", _fmt(f["vm_pull_s"]))
+        row("smoke checks in the VM", _fmt(f["vm_smoke_s"]))
+        total = f["vm_total_s"]["median"]
+        row("smoke total incl. VM boot and pull", _fmt(f["vm_total_s"]), "< 60 s", "yes" if total < 60 else "no")
+        kernel = f["kernel_smoke_total_s"]["median"]
+        row(
+            "smoke with --kernel debian (total)",
+            _fmt(f["kernel_smoke_total_s"]),
+            "< 30 s",
+            "yes" if kernel < 30 else "no",
+        )
+    if "check_patches_all_s" in f:
+        row(
+            "check-patches --all",
+            f"{f['check_patches_all_s'] / 60:.1f} min",
+            "",
+            "passed" if f["check_patches_all_passed"] else "FAILED",
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
