@@ -39,10 +39,26 @@ def namespace(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+# Reports of every pipeline run that pushed, for the after-suite check that the registry
+# holds release tags only on smoked images (tests/zz_final).
+SESSION_PUSHES: list[dict[str, object]] = []
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
     """Run `python build.py ARGS` as a user would, with the user's real configuration."""
     full_env = dict(os.environ)
     full_env.update(env or {})
+    result = _run(args, full_env, timeout)
+    if "--push" in args and "--report" in args:
+        report = Path(args[args.index("--report") + 1])
+        if report.is_file():
+            import json
+
+            SESSION_PUSHES.append({"push": args[args.index("--push") + 1], "report": json.loads(report.read_text())})
+    return result
+
+
+def _run(args: tuple[str, ...], full_env: dict[str, str], timeout: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(PROJECT / "build.py"), *args],
         capture_output=True,
