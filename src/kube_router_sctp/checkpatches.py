@@ -21,12 +21,10 @@ from . import config, context, log, render
 from . import plan as plan_module
 from .cache import remove_tree
 from .errors import PipelineError
-from .patch import PatchedTree
-from .paths import patches_dir
+from .patch import PatchedTree, Series
 from .pipeline import Pipeline
 
 VOLUMES = {"kube-router-sctp-gomod": "/go/pkg/mod", "kube-router-sctp-gocache": "/root/.cache/go-build"}
-NATIVE_CHECKS = "native-checks"
 _RESULT_RE = re.compile(r"^CHECK (\w+) (\d+) (\d+)$", re.M)
 
 
@@ -75,15 +73,11 @@ def _new_test_files(patched: PatchedTree) -> list[str]:
     return sorted(p for p, content in patched.overlay.items() if content is not None and p.endswith("_sctp_test.go"))
 
 
-def _native_overlay(version: str) -> dict[str, bytes]:
-    """The project's native-SCTP checks, placed into the tree by their relative paths."""
-    root = patches_dir() / NATIVE_CHECKS
-    overlay: dict[str, bytes] = {}
-    if not root.is_dir():
-        return overlay
-    for path in sorted(root.rglob("*_test.go")):
-        overlay[path.relative_to(root).as_posix()] = path.read_bytes()
-    return overlay
+def _native_overlay(series: Series) -> dict[str, bytes]:
+    """The project's native-SCTP checks for this range, placed by their relative paths."""
+    if series.checks is None:
+        return {}
+    return {p.relative_to(series.checks).as_posix(): p.read_bytes() for p in sorted(series.checks.rglob("*_test.go"))}
 
 
 def _run_in_toolchain(
@@ -126,7 +120,7 @@ def check_version(version: str, flags: dict[str, object], control: bool) -> Row:
         return row
     row.cells["apply"] = "ok"
     if plan.series.native:
-        overlay = {**_native_overlay(version)}
+        overlay = _native_overlay(plan.series)
         patched = PatchedTree(patched.base, overlay, patched.series, ())
         touched = list(overlay)
     else:

@@ -24,6 +24,7 @@ from .errors import ConfigError, PatchError
 from .paths import patches_dir
 
 INDEX = "series.toml"
+NATIVE_CHECKS = "native-checks"
 DEP3_REQUIRED = ("Description", "Origin", "Last-Update")
 
 
@@ -36,6 +37,7 @@ class Series:
     directory: Path | None
     compat: tuple[str, ...] = ()  # patches that only make the release run, no SCTP change
     control_of: str | None = None  # set on a negative-control cut of a series
+    checks: Path | None = None  # native series: tests proving upstream's SCTP is there
 
     def matches(self, version: semver.Version) -> bool:
         return all(version.match(clause.strip()) for clause in self.versions.split(","))
@@ -141,7 +143,12 @@ def load_index(root: Path | None = None) -> list[Series]:
         for item in compat:
             if directory is None or not (directory / item).is_file() or "/" in item:
                 raise PatchError(f"series {name}: compat patch {item!r} is not in its directory", "fix the index")
-        result.append(Series(name, versions, int(entry.get("revision", 1)), native, directory, compat))
+        checks = None
+        if native and entry.get("checks"):
+            checks = base / NATIVE_CHECKS / str(entry["checks"])
+            if "/" in str(entry["checks"]) or not checks.is_dir():
+                raise PatchError(f"series {name}: checks {entry['checks']!r} is not in {NATIVE_CHECKS}/", "fix it")
+        result.append(Series(name, versions, int(entry.get("revision", 1)), native, directory, compat, None, checks))
     return result
 
 

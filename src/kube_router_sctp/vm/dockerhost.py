@@ -1,11 +1,12 @@
 """A Docker host on a real kernel: a cached Debian VM disk, booted fresh for each use.
 
 The disk is a debootstrapped Debian root (Docker, containerd, iproute2, kmod, iptables,
-ipset, conntrack) with the kernel's modules, written to a sparse raw image with
-``mkfs.ext4 -d``. It is built once and cached under a key of everything that shapes it
-(kernel, package list, suite, the init scripts, a recipe version). Every boot runs from a
-pristine sparse copy, because a guest rebooted from a disk it had already run on was
-seen to stall; the copy is thrown away afterwards, so stopping QEMU is a clean shutdown.
+ipset, conntrack; socat, ipvsadm and tcpdump for the dataplane proof) with the kernel's
+modules, written to a sparse raw image with ``mkfs.ext4 -d``. It is built once and
+cached under a key of everything that shapes it (kernel, package list, suite, the init
+scripts, a recipe version). Every boot runs from a pristine sparse copy, because a guest
+rebooted from a disk it had already run on was seen to stall; the copy is thrown away
+afterwards, so stopping QEMU is a clean shutdown.
 
 Boot: the kernel with a small initramfs of our own (busybox-static from the disk plus the
 virtio/ext4 modules) that mounts the disk and switches to ``/sbin/krs-init``, which loads
@@ -54,6 +55,11 @@ PACKAGES = (
     "tini",
     "busybox-static",  # the initramfs's shell, mount and switch_root
     "ca-certificates",
+    # The dataplane proof's tools on the node: SCTP/TCP/UDP echo servers and clients,
+    # IPVS listings independent of the image under test, and packet captures as evidence.
+    "socat",
+    "ipvsadm",
+    "tcpdump",
 )
 GUEST_API_PORT = 2375
 HOST_FROM_GUEST = "10.0.2.2"  # user-mode networking's name for the host's 127.0.0.1

@@ -1,0 +1,418 @@
+"""The node under test: a Docker-host VM on Debian's kernel, wired like the 2019 report's
+node, with kube-router running on it as a cluster runs it.
+
+Everything here is real: the kernel (IPVS, SCTP, netfilter, ipset), the network
+namespaces and veths, the bridge, the echo servers and clients (socat), and kube-router
+in a privileged host-network container of the image under test. Only the Kubernetes API
+is a stand-in (``kubeapi``), on the host, reached by the guest as 10.0.2.2.
+
+The guest is driven through its Docker API (a loopback port forwarded by QEMU). Commands
+run in the guest's own namespaces: a privileged "toolbox" container of the image under
+test (host network and PID namespace, the guest's root bind-mounted) enters PID 1's
+namespaces with the guest's nsenter, so every tool is the guest's (socat, ipvsadm,
+iptables, ip) and a background process outlives the command that started it.
+
+The Docker calls live here rather than in ``engine.py`` because they are the guest's
+(long-lived containers, exec, image load from another daemon), which the build's
+one-shot ``Engine.run`` does not cover; they go through the guest's ``Engine.api``.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+import shlex
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+import docker.errors
+import requests
+
+from .. import log
+from ..engine import Engine
+from ..errors import DataplaneError
+from . import manifests as m
+
+# -- the topology (the report's addresses where it gives them) ---------------------------
+NODE_IP = m.NODE_IP  # the node's InternalIP, on the veth that links it to the external host
+CLIENT_IP = "10.101.50.85"  # the report's external SCTP client
+CLUSTER_IP = m.CLUSTER_IP
+EXTERNAL_IP = m.EXTERNAL_IP
+POD_CIDR = m.POD_CIDR
+BRIDGE_IP = "172.20.1.1"  # the node's address on the pods' bridge (their gateway)
+POD_IP = m.POD_IP
+SECOND_POD_IP = "172.20.1.7"
+SECOND_POD_NAME = "sctp-deploy-5c9dfb5959-x7k2q"
+UNLISTED_SCTP_PORT = 32003  # the pods listen here too; no NetworkPolicy allows it
+EXTERNAL_NS = "ext"  # the external host's network namespace
+NODE = "node"  # "run in the node's root namespace"
+PODS = {POD_IP: "pod-a", SECOND_POD_IP: "pod-b"}
+PORTS = {p.protocol: p.port for p in m.PORTS}
+
+_LABEL = {"io.github.kube-router-sctp.role": "dataplane"}
+_LIB = "/run/krs/lib.sh"  # the guest-side helpers, written at set-up
+_KUBECONFIG = "/var/lib/kube-router/kubeconfig"
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(what: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Turn a failure of the guest's Docker API into a DataplaneError that says so: the
+    run then ends with its results so far instead of a traceback."""
+
+    def decorate(func: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(func)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return func(*args, **kwargs)
+            except (docker.errors.DockerException, requests.RequestException) as exc:
+                raise DataplaneError(
+                    f"lost control of the node: could not {what} ({' '.join(str(exc).split())[:200]})",
+                    "see the guest console in the results; each run boots a fresh node, so run again",
+                ) from exc
+
+        return wrapper
+
+    return decorate
+
+
+# The flags of a kube-router DaemonSet that runs the service proxy and the firewall (the
+# report's, without the BGP router, which needs peers this node does not have).
+BASE_FLAGS = (
+    "--run-service-proxy=true",
+    "--run-firewall=true",
+    "--run-router=false",
+    "--masquerade-all=true",
+    "--hairpin-mode=true",
+    "--nodeport-bindon-all-ip=true",
+    f"--hostname-override={m.NODE_NAME}",
+    f"--kubeconfig={_KUBECONFIG}",
+    "--v=3",
+)
+# Flags only some releases have; given when ``kube-router --help`` lists them, since an
+# unknown flag stops kube-router (v2 dropped --cluster-cidr; v1.0+ assume 10.96.0.0/12
+# for services unless told).
+OPTIONAL_FLAGS = (
+    f"--cluster-cidr={POD_CIDR}",
+    f"--service-cluster-ip-range={m.SERVICE_CIDR}",
+    f"--service-external-ip-range={EXTERNAL_IP}/32",
+)
+
+_LIB_SCRIPT = r"""
+# Helpers of the dataplane proof, sourced by each command the host runs in the guest.
+in_ns() { # in_ns NS COMMAND...: run in a network namespace ("node" = the root one)
+    ns=$1; shift
+    if [ "$ns" = node ]; then "$@"; else ip netns exec "$ns" "$@"; fi
+}
+probe() { # probe NS PROTO ADDR PORT MESSAGE WAIT: send one message, print the echo
+    ns=$1 proto=$2 addr=$3 port=$4 msg=$5 wait=$6
+    # connect-timeout: an SCTP INIT nobody answers is retransmitted for a minute.
+    case $proto in
+    SCTP) target=SCTP-CONNECT:$addr:$port,connect-timeout=$wait ;;
+    TCP) target=TCP:$addr:$port,connect-timeout=$wait ;;
+    UDP) target=UDP:$addr:$port ;;
+    esac
+    # SCTP has no half-close: a client that ends on EOF of its input would abort the
+    # association before the reply. ignoreeof keeps it open until the server's reply and
+    # close end it, or until -T seconds pass with no traffic. UDP never closes, so its
+    # idle limit is what ends a successful probe: keep it short.
+    idle=$wait
+    [ "$proto" = UDP ] && idle=2
+    start=$(date +%s%N)
+    echo "$msg" | in_ns "$ns" timeout "$((wait + 3))" socat -T "$idle" -,ignoreeof "$target" 2>&1
+    echo "KRS-PROBE status=$? ms=$((($(date +%s%N) - start) / 1000000))"
+}
+serve() { # serve NS IP: echo servers answering with the pod's address, as background daemons
+    ns=$1 ip=$2
+    for spec in SCTP-LISTEN:@SCTP@ TCP-LISTEN:@TCP@ UDP-RECVFROM:@UDP@ SCTP-LISTEN:@UNLISTED@; do
+        port=${spec#*:}
+        reply="read -r line; echo \"\$line pod=$ip port=$port\""
+        ip netns exec "$ns" setsid -f socat "$spec,fork,reuseaddr" SYSTEM:"$reply" \
+            </dev/null >"/run/krs/$ns-$port.log" 2>&1
+    done
+}
+"""
+
+_SETUP_SCRIPT = r"""
+set -eu
+. @LIB@
+# The pods' network, as the bridge CNI plugin (or kube-router's own CNI, with
+# --run-router) would make it: a bridge holding the pods' gateway, a veth per pod.
+ip link add kube-bridge type bridge
+ip addr add @BRIDGE_IP@/24 dev kube-bridge
+ip link set kube-bridge up
+for spec in @PODS@; do
+    ns=${spec%%=*} ip=${spec#*=}
+    ip netns add "$ns"
+    ip link add "veth-$ns" type veth peer name eth0 netns "$ns"
+    ip link set "veth-$ns" master kube-bridge up
+    ip -n "$ns" addr add "$ip/24" dev eth0
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" route add default via @BRIDGE_IP@
+    serve "$ns" "$ip"
+done
+# The external host (the report's SCTP client) and the node's InternalIP: a veth pair.
+# The client routes the external IP and the pod network via the node, as an upstream
+# router would.
+ip netns add @EXT@
+ip link add eth1 type veth peer name eth0 netns @EXT@
+ip addr add @NODE_IP@/24 dev eth1
+ip link set eth1 up
+ip -n @EXT@ addr add @CLIENT_IP@/24 dev eth0
+ip -n @EXT@ link set lo up
+ip -n @EXT@ link set eth0 up
+ip -n @EXT@ route add @EXTERNAL_IP@/32 via @NODE_IP@
+ip -n @EXT@ route add @POD_CIDR@ via @NODE_IP@
+# Forwarding to and from pods, as a CNI allows it. Docker sets FORWARD's policy to DROP
+# when it has to turn forwarding on itself; IPVS-NAT replies to clients off the node
+# pass FORWARD, so without these NodePort and ExternalIP traffic would die there.
+echo 1 > /proc/sys/net/ipv4/ip_forward
+iptables -A FORWARD -s @POD_CIDR@ -m comment --comment "krs: pod network, as a CNI" -j ACCEPT
+iptables -A FORWARD -d @POD_CIDR@ -m comment --comment "krs: pod network, as a CNI" -j ACCEPT
+# kube-router's DaemonSet mounts the node's xtables lock (FileOrCreate).
+touch /run/xtables.lock
+echo "FORWARD policy: $(iptables -S FORWARD | head -n 1)"
+ip -br addr
+"""
+
+
+@dataclass(frozen=True)
+class Shell:
+    """What a command in the guest printed, and its exit status."""
+
+    code: int
+    output: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One message sent through the dataplane and what came back."""
+
+    ok: bool
+    reply: str
+    ms: int  # the client's time, measured in the guest
+    output: str
+
+
+class Node:
+    """The guest of one run: set up once, driven command by command, thrown away."""
+
+    def __init__(self, engine: Engine, image: str) -> None:
+        self.engine = engine
+        self.image = image
+        self.toolbox = ""
+        self.kube_router = ""
+
+    # -- containers ---------------------------------------------------------------------
+    @_guarded("start the toolbox container")
+    def start_toolbox(self) -> None:
+        api = self.engine.api
+        host_config = api.create_host_config(
+            privileged=True,
+            network_mode="host",
+            pid_mode="host",
+            binds={"/": {"bind": "/host", "mode": "rw"}},
+        )
+        created = api.create_container(
+            self.image,
+            entrypoint=["/bin/sh", "-c"],
+            command=["while :; do sleep 3600; done"],
+            host_config=host_config,
+            labels={**_LABEL, "io.github.kube-router-sctp.part": "toolbox"},
+            name="krs-toolbox",
+        )
+        self.toolbox = str(created["Id"])
+        api.start(self.toolbox)
+
+    def sh(self, script: str, timeout: int = 120) -> Shell:
+        """Run ``script`` with the guest's /bin/sh in the guest's own namespaces."""
+        command = [
+            "chroot",
+            "/host",
+            "timeout",
+            str(timeout),
+            "nsenter",
+            "--target=1",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--net",
+            "--pid",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ]
+        return self._exec(self.toolbox, command)
+
+    def in_kube_router(self, *command: str) -> Shell:
+        """Run a command in kube-router's container: its iptables sees the rule set in the
+        back end (legacy or nf_tables) that kube-router itself writes."""
+        return self._exec(self.kube_router, list(command))
+
+    @_guarded("run a command in the node")
+    def _exec(self, container: str, command: list[str]) -> Shell:
+        api = self.engine.api
+        run = api.exec_create(container, command)
+        output = api.exec_start(run["Id"]).decode(errors="replace")
+        code = api.exec_inspect(run["Id"]).get("ExitCode")
+        return Shell(int(code) if code is not None else -1, output)
+
+    @_guarded("copy a file into a container")
+    def put_file(self, container: str, path: str, text: str) -> None:
+        """Write a file into a container (created or running) before it needs it."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            data = text.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+        self.engine.api.put_archive(container, "/", buffer.getvalue())
+
+    # -- set-up ---------------------------------------------------------------------------
+    def set_up(self) -> str:
+        """Pods, the external host, echo servers; returns what the guest said."""
+        self.put_file(self.toolbox, f"/host{_LIB}", _render(_LIB_SCRIPT))
+        result = self.sh(_render(_SETUP_SCRIPT))
+        if result.code != 0:
+            raise DataplaneError(
+                f"setting up the node's network failed: {_last(result.output)}",
+                "see the output above; the guest kernel may lack a module (veth, bridge, sctp)",
+            )
+        return result.output
+
+    def kube_router_help(self) -> str:
+        return self._run_once(["--help"])
+
+    @_guarded("run kube-router --help")
+    def _run_once(self, command: list[str]) -> str:
+        api = self.engine.api
+        created = api.create_container(self.image, command=command, labels=_LABEL)
+        try:
+            api.start(created["Id"])
+            api.wait(created["Id"], timeout=120)
+            return str(api.logs(created["Id"]).decode(errors="replace"))
+        finally:
+            api.remove_container(created["Id"], force=True)
+
+    @_guarded("start kube-router")
+    def start_kube_router(self, flags: list[str], kubeconfig: str) -> None:
+        """kube-router as its DaemonSet runs it: privileged, host network, the node's
+        modules and xtables lock mounted, a kubeconfig for the stand-in."""
+        api = self.engine.api
+        host_config = api.create_host_config(
+            privileged=True,
+            network_mode="host",
+            binds={
+                "/lib/modules": {"bind": "/lib/modules", "mode": "ro"},
+                "/run/xtables.lock": {"bind": "/run/xtables.lock", "mode": "rw"},
+            },
+        )
+        created = api.create_container(
+            self.image,
+            command=flags,
+            host_config=host_config,
+            labels={**_LABEL, "io.github.kube-router-sctp.part": "kube-router"},
+            name="kube-router",
+        )
+        self.kube_router = str(created["Id"])
+        self.put_file(self.kube_router, _KUBECONFIG, kubeconfig)
+        api.start(self.kube_router)
+
+    @_guarded("inspect kube-router's container")
+    def kube_router_running(self) -> bool:
+        state = self.engine.api.inspect_container(self.kube_router)["State"]
+        return bool(state.get("Running"))
+
+    @_guarded("read kube-router's log")
+    def kube_router_logs(self) -> str:
+        if not self.kube_router:
+            return ""
+        return str(self.engine.api.logs(self.kube_router).decode(errors="replace"))
+
+    # -- the dataplane --------------------------------------------------------------------
+    def probe(self, ns: str, protocol: str, address: str, port: int, message: str, wait: int = 4) -> Probe:
+        """Send ``message`` from namespace ``ns``; ok when the echo names the message."""
+        args = " ".join(shlex.quote(a) for a in (ns, protocol, address, str(port), message, str(wait)))
+        result = self.sh(f". {_LIB}; probe {args}", timeout=wait + 15)
+        match = re.search(r"KRS-PROBE status=(\d+) ms=(\d+)", result.output)
+        body = result.output[: match.start()] if match else result.output
+        reply = next((line for line in body.splitlines() if line.startswith(message)), "")
+        return Probe(bool(reply), reply, int(match[2]) if match else 0, body.strip())
+
+    def ipvs(self) -> str:
+        return self.sh("ipvsadm -Ln").output
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout: float, interval: float = 1.0) -> float:
+        """Poll ``check`` until it holds; return the seconds it took. Raises when kube-router
+        exits meanwhile; returns -1 on time-out (the caller decides what that means)."""
+        start = time.monotonic()
+        while True:
+            if check():
+                return time.monotonic() - start
+            if self.kube_router and not self.kube_router_running():
+                raise DataplaneError(
+                    f"kube-router exited while waiting for {what}: {_last(self.kube_router_logs())}",
+                    'see its log in the results (evidence "kube-router log (end)")',
+                )
+            if time.monotonic() - start > timeout:
+                log.info(f"no {what} within {timeout:.0f}s")
+                return -1.0
+            time.sleep(interval)
+
+
+def transfer_image(source: Engine, target: Engine, image: str) -> str:
+    """Copy ``image`` from the building daemon into the guest's (save, streamed into load):
+    no registry is needed, and the guest runs exactly the bytes that were built. Returns
+    the image id, which is the same on both sides."""
+    wanted = source.image(image)
+    if wanted is None:
+        raise DataplaneError(f"{image} is not on {source.describe()}", "build it first (python build.py build ...)")
+    try:
+        stream = source.api.get_image(image, chunk_size=1 << 20)
+        events = list(target.api.load_image(stream) or ())
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise DataplaneError(f"copying {image} into the node failed ({str(exc)[:200]})", "run again") from exc
+    errors = [str(e["error"]) for e in events if isinstance(e, dict) and "error" in e]
+    if errors:
+        raise DataplaneError(f"the guest could not load {image}: {errors[0]}", "see the guest console")
+    loaded = target.image(image)
+    if loaded is None or loaded["Id"] != wanted["Id"]:
+        raise DataplaneError(f"the guest holds a different {image} than the host", "run again")
+    return str(wanted["Id"])
+
+
+def kube_router_flags(help_text: str) -> list[str]:
+    """The DaemonSet's flags, plus the optional ones this release understands."""
+    extra = [flag for flag in OPTIONAL_FLAGS if flag.split("=", 1)[0] in help_text]
+    return [*BASE_FLAGS, *extra]
+
+
+def _render(script: str) -> str:
+    values = {
+        "@LIB@": _LIB,
+        "@BRIDGE_IP@": BRIDGE_IP,
+        "@PODS@": " ".join(f"{name}={ip}" for ip, name in PODS.items()),
+        "@EXT@": EXTERNAL_NS,
+        "@NODE_IP@": NODE_IP,
+        "@CLIENT_IP@": CLIENT_IP,
+        "@EXTERNAL_IP@": EXTERNAL_IP,
+        "@POD_CIDR@": POD_CIDR,
+        "@SCTP@": str(PORTS["SCTP"]),
+        "@TCP@": str(PORTS["TCP"]),
+        "@UDP@": str(PORTS["UDP"]),
+        "@UNLISTED@": str(UNLISTED_SCTP_PORT),
+    }
+    for key, value in values.items():
+        script = script.replace(key, value)
+    return script
+
+
+def _last(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
