@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -44,16 +44,28 @@ class Row:
 COLUMNS = ("apply", "vet", "build", "tests", "control")
 
 
-def _script(packages: list[str], steps: tuple[str, ...]) -> str:
+def _script(packages: list[str], steps: tuple[str, ...], test_run: Mapping[str, str] | None = None) -> str:
+    """The check as POSIX sh. ``test_run`` limits a package's tests to a -run pattern
+    (upstream tests that need a live BGP peer or host network hang in a container)."""
     pkgs = " ".join(packages)
+    tests = []
+    for package in packages:
+        pattern = (test_run or {}).get(package.strip("./").rstrip("/"))
+        selector = f" -run '{pattern}'" if pattern else ""
+        tests.append(f"go test -count=1 -timeout 600s{selector} {package} || rc=1")
     commands = {
         "vet": f"go vet {pkgs}",
         "build": "go build -o /tmp/kube-router ./cmd/kube-router",
-        "tests": f"go test -count=1 {pkgs}",
-        "control": f"go test -count=1 {pkgs}",
+        "tests": "run_tests",
+        "control": "run_tests",
     }
     lines = [
         "set -u",
+        "run_tests() {",
+        "  rc=0",
+        *(f"  {line}" for line in tests),
+        "  return $rc",
+        "}",
         "run() {",
         '  name=$1; shift; t0=$(date +%s); "$@" >/tmp/$name.log 2>&1; rc=$?',
         '  echo "CHECK $name $rc $(( $(date +%s) - t0 ))"',
@@ -128,7 +140,8 @@ def check_version(version: str, flags: dict[str, object], control: bool) -> Row:
     packages = _packages(touched)
     image = pipeline.toolchain_image()
     workdir = render.workdir(plan.line.layout)
-    results, output = _run_in_toolchain(pipeline, image, patched, _script(packages, ("vet", "build", "tests")), workdir)
+    script = _script(packages, ("vet", "build", "tests"), plan.series.test_run)
+    results, output = _run_in_toolchain(pipeline, image, patched, script, workdir)
     for step in ("vet", "build", "tests"):
         rc = results.get(step, (None, 0))[0]
         row.cells[step] = "ok" if rc == 0 else "FAIL"

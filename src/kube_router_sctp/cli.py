@@ -7,6 +7,7 @@ Every handled failure prints one line (problem — fix) and exits with its class
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -150,11 +151,18 @@ def _settings(ctx: click.Context) -> tuple[config.Settings, Path | None]:
     return config.load(_flags(ctx)), store.get("report")
 
 
+def _terminate_as_interrupt(_signum: int, _frame: object) -> None:
+    # SIGTERM (CI cancelling a job, `kill`) takes the same clean path as Ctrl-C: containers
+    # removed, temporary files deleted, the report written once.
+    raise KeyboardInterrupt
+
+
 def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn pipeline failures into one line and an exit code, and write the report."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
         ctx = click.get_current_context()
         report: Report = ctx.ensure_object(dict).setdefault("_report", Report())
         report_path: Path | None = None

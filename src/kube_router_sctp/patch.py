@@ -38,6 +38,7 @@ class Series:
     compat: tuple[str, ...] = ()  # patches that only make the release run, no SCTP change
     control_of: str | None = None  # set on a negative-control cut of a series
     checks: Path | None = None  # native series: tests proving upstream's SCTP is there
+    test_run: Mapping[str, str] = dataclasses.field(default_factory=dict)  # package -> go test -run
 
     def matches(self, version: semver.Version) -> bool:
         return all(version.match(clause.strip()) for clause in self.versions.split(","))
@@ -148,7 +149,13 @@ def load_index(root: Path | None = None) -> list[Series]:
             checks = base / NATIVE_CHECKS / str(entry["checks"])
             if "/" in str(entry["checks"]) or not checks.is_dir():
                 raise PatchError(f"series {name}: checks {entry['checks']!r} is not in {NATIVE_CHECKS}/", "fix it")
-        result.append(Series(name, versions, int(entry.get("revision", 1)), native, directory, compat, None, checks))
+        test_run = {str(k): str(v) for k, v in entry.get("test-run", {}).items()}
+        for package, pattern in test_run.items():
+            if "'" in pattern or "\n" in pattern:
+                raise PatchError(f"series {name}: test-run pattern for {package} has a quote or newline", "fix it")
+        result.append(
+            Series(name, versions, int(entry.get("revision", 1)), native, directory, compat, None, checks, test_run)
+        )
     return result
 
 
