@@ -32,6 +32,7 @@ _RESULT_RE = re.compile(r"^CHECK (\w+) (\d+) (\d+)$", re.M)
 class Row:
     version: str
     series: str
+    go: str = ""
     cells: dict[str, str] = field(default_factory=dict)  # column -> "ok" | "FAIL" | "-" | "skip"
     seconds: float = 0.0
     detail: str = ""
@@ -123,7 +124,7 @@ def check_version(version: str, flags: dict[str, object], control: bool) -> Row:
     settings = config.load({**flags, "build.kube-router-version": version})
     plan = plan_module.build(settings)
     pipeline = Pipeline(plan)
-    row = Row(version, plan.series.name + (" (native)" if plan.series.native else ""))
+    row = Row(version, plan.series.name + (" (native)" if plan.series.native else ""), render.go_version(plan))
     try:
         patched = pipeline.patch()
     except PipelineError as exc:
@@ -175,12 +176,12 @@ def run(versions: list[str], flags: dict[str, object], control: bool, on_row: Ca
 
 
 def table(rows: list[Row]) -> str:
-    header = f"| version | series | {' | '.join(COLUMNS)} | seconds |"
-    rule = "|" + "---|" * (len(COLUMNS) + 3)
+    header = f"| version | series | {' | '.join(COLUMNS)} | seconds | Go |"
+    rule = "|" + "---|" * (len(COLUMNS) + 4)
     lines = [header, rule]
     for row in rows:
         cells = " | ".join(row.cells.get(c, "-") for c in COLUMNS)
-        lines.append(f"| {row.version} | {row.series} | {cells} | {row.seconds:.0f} |")
+        lines.append(f"| {row.version} | {row.series} | {cells} | {row.seconds:.0f} | {row.go} |")
     return "\n".join(lines)
 
 

@@ -158,9 +158,8 @@ def _service_active(name: str) -> bool:
 def _probe_image(engine: Engine, wanted: str | None) -> str | None:
     if wanted:
         return wanted
-    images = engine.api.images(filters={"label": IMAGE_LABEL})
-    images.sort(key=lambda item: item.get("Created", 0), reverse=True)
-    return images[0]["Id"] if images else None
+    images = engine.images(IMAGE_LABEL)
+    return str(images[0]["Id"]) if images else None
 
 
 def docker_checks(settings: Settings, image: str | None) -> Iterator[Finding]:

@@ -8,6 +8,7 @@ Registry credentials come from the Docker config the SDK reads; they are never l
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -347,6 +348,97 @@ class Engine:
                 self.api.remove_container(cid, force=True)
             except docker.errors.APIError:
                 log.warn(f"could not remove container {cid[:12]}")
+
+    # -- long-lived containers (the dataplane node's toolbox and kube-router) -------------
+    def start(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        entrypoint: list[str] | None = None,
+        privileged: bool = False,
+        network_mode: str | None = None,
+        pid_mode: str | None = None,
+        binds: dict[str, str] | None = None,  # host path -> "container path[:ro]"
+        labels: dict[str, str] | None = None,
+        name: str | None = None,
+        files: dict[str, str] | None = None,  # path in the container -> text, written before start
+    ) -> str:
+        """Create and start a container that keeps running; return its id."""
+        mounts = {}
+        for host, target in (binds or {}).items():
+            path, _, mode = target.partition(":")
+            mounts[host] = {"bind": path, "mode": mode or "rw"}
+        try:
+            host_config = self.api.create_host_config(
+                privileged=privileged, network_mode=network_mode, pid_mode=pid_mode, binds=mounts or None
+            )
+            created = self.api.create_container(
+                image, command=command, entrypoint=entrypoint, host_config=host_config, labels=labels, name=name
+            )
+            cid = str(created["Id"])
+            for path, text in (files or {}).items():
+                self.put_file(cid, path, text)
+            self.api.start(cid)
+        except docker.errors.APIError as exc:
+            raise DockerError(f"cannot start a container of {image}: {_short(exc)}", "check the daemon") from exc
+        return cid
+
+    def exec(self, container: str, command: list[str]) -> RunResult:
+        """Run a command in a running container; its exit status and output."""
+        try:
+            run = self.api.exec_create(container, command)
+            output = self.api.exec_start(run["Id"]).decode(errors="replace")
+            code = self.api.exec_inspect(run["Id"]).get("ExitCode")
+        except docker.errors.APIError as exc:
+            raise DockerError(f"cannot exec in {container[:12]}: {_short(exc)}", "check the container") from exc
+        return RunResult(int(code) if code is not None else -1, output)
+
+    def put_file(self, container: str, path: str, text: str) -> None:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            data = text.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+        self.api.put_archive(container, "/", buffer.getvalue())
+
+    def running(self, container: str) -> bool:
+        return bool(self.api.inspect_container(container)["State"].get("Running"))
+
+    def logs(self, container: str) -> str:
+        return str(self.api.logs(container).decode(errors="replace"))
+
+    def remove(self, container: str) -> None:
+        try:
+            self.api.remove_container(container, force=True)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 404:
+                log.warn(f"could not remove container {container[:12]}: {_short(exc)}")
+
+    def copy_image_to(self, target: Engine, image: str) -> str:
+        """Copy ``image`` to another daemon (save streamed into load), no registry needed;
+        return the image id, checked to be the same on both sides."""
+        wanted = self.image(image)
+        if wanted is None:
+            raise DockerError(f"{image} is not on {self.describe()}", "build it first (python build.py build ...)")
+        try:
+            stream = self.api.get_image(image, chunk_size=1 << 20)
+            events = list(target.api.load_image(stream) or ())
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise DockerError(f"copying {image} to {target.describe()} failed ({_short(exc)})", "run again") from exc
+        errors = [str(e["error"]) for e in events if isinstance(e, dict) and "error" in e]
+        if errors:
+            raise DockerError(f"{target.describe()} could not load {image}: {errors[0]}", "see its log")
+        loaded = target.image(image)
+        if loaded is None or loaded["Id"] != wanted["Id"]:
+            raise DockerError(f"{target.describe()} holds a different {image} than {self.describe()}", "run again")
+        return str(wanted["Id"])
+
+    def images(self, label: str) -> list[dict[str, Any]]:
+        """Local images carrying ``label``, newest first."""
+        found: list[dict[str, Any]] = self.api.images(filters={"label": label})
+        return sorted(found, key=lambda item: item.get("Created", 0), reverse=True)
 
     def containers(self, label: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.api.containers(all=True, filters={"label": label})

@@ -152,14 +152,8 @@ def run_one(run: Run, builder: Engine, kernel: KernelFiles, cache: Cache, mirror
 
 
 def topology() -> list[dict[str, Any]]:
-    """The report's objects as an API server would serve them: the stand-in does no
-    defaulting, and kube-router v2.x dereferences ``spec.internalTrafficPolicy`` (defaulted
-    to Cluster by every API server since 1.22) without a nil check."""
-    objects = m.topology_2019()
-    for obj in objects:
-        if obj["kind"] == "Service":
-            obj["spec"].setdefault("internalTrafficPolicy", "Cluster")
-    return objects
+    """The report's objects as an API server would serve them (with its defaults)."""
+    return m.topology_2019()
 
 
 def _drive(run: Run, node: Node, scenario: Scenario, kubeconfig: str) -> None:

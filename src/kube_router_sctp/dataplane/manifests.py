@@ -88,6 +88,8 @@ def service(
         "ipFamilyPolicy": "SingleStack",
         "selector": dict(selector),
         "sessionAffinity": "None",
+        # What every API server since 1.22 defaults; kube-router v2.x dereferences it.
+        "internalTrafficPolicy": "Cluster",
         "ports": [
             {"name": p.name, "protocol": p.protocol, "port": p.port, "targetPort": p.port}
             | ({"nodePort": p.port} if service_type in ("NodePort", "LoadBalancer") else {})

@@ -12,18 +12,16 @@ test (host network and PID namespace, the guest's root bind-mounted) enters PID 
 namespaces with the guest's nsenter, so every tool is the guest's (socat, ipvsadm,
 iptables, ip) and a background process outlives the command that started it.
 
-The Docker calls live here rather than in ``engine.py`` because they are the guest's
-(long-lived containers, exec, image load from another daemon), which the build's
-one-shot ``Engine.run`` does not cover; they go through the guest's ``Engine.api``.
+The node is driven through the guest's Docker API with ``Engine`` (long-lived containers,
+exec, the image copied in from the building daemon); a failure of that API becomes a
+DataplaneError that says control of the node was lost.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import re
 import shlex
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ import requests
 
 from .. import log
 from ..engine import Engine
-from ..errors import DataplaneError
+from ..errors import DataplaneError, DockerError
 from . import manifests as m
 
 # -- the topology (the report's addresses where it gives them) ---------------------------
@@ -69,9 +67,10 @@ def _guarded(what: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
         def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             try:
                 return func(*args, **kwargs)
-            except (docker.errors.DockerException, requests.RequestException) as exc:
+            except (docker.errors.DockerException, requests.RequestException, DockerError) as exc:
+                detail = exc.message if isinstance(exc, DockerError) else str(exc)
                 raise DataplaneError(
-                    f"lost control of the node: could not {what} ({' '.join(str(exc).split())[:200]})",
+                    f"lost control of the node: could not {what} ({' '.join(detail.split())[:200]})",
                     "see the guest console in the results; each run boots a fresh node, so run again",
                 ) from exc
 
@@ -211,23 +210,17 @@ class Node:
     # -- containers ---------------------------------------------------------------------
     @_guarded("start the toolbox container")
     def start_toolbox(self) -> None:
-        api = self.engine.api
-        host_config = api.create_host_config(
+        self.toolbox = self.engine.start(
+            self.image,
+            ["while :; do sleep 3600; done"],
+            entrypoint=["/bin/sh", "-c"],
             privileged=True,
             network_mode="host",
             pid_mode="host",
-            binds={"/": {"bind": "/host", "mode": "rw"}},
-        )
-        created = api.create_container(
-            self.image,
-            entrypoint=["/bin/sh", "-c"],
-            command=["while :; do sleep 3600; done"],
-            host_config=host_config,
+            binds={"/": "/host"},
             labels={**_LABEL, "io.github.kube-router-sctp.part": "toolbox"},
             name="krs-toolbox",
         )
-        self.toolbox = str(created["Id"])
-        api.start(self.toolbox)
 
     def sh(self, script: str, timeout: int = 120) -> Shell:
         """Run ``script`` with the guest's /bin/sh in the guest's own namespaces."""
@@ -257,22 +250,13 @@ class Node:
 
     @_guarded("run a command in the node")
     def _exec(self, container: str, command: list[str]) -> Shell:
-        api = self.engine.api
-        run = api.exec_create(container, command)
-        output = api.exec_start(run["Id"]).decode(errors="replace")
-        code = api.exec_inspect(run["Id"]).get("ExitCode")
-        return Shell(int(code) if code is not None else -1, output)
+        result = self.engine.exec(container, command)
+        return Shell(result.exit_code, result.output)
 
     @_guarded("copy a file into a container")
     def put_file(self, container: str, path: str, text: str) -> None:
         """Write a file into a container (created or running) before it needs it."""
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            data = text.encode()
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-            archive.addfile(info, io.BytesIO(data))
-        self.engine.api.put_archive(container, "/", buffer.getvalue())
+        self.engine.put_file(container, path, text)
 
     # -- set-up ---------------------------------------------------------------------------
     def set_up(self) -> str:
@@ -291,49 +275,32 @@ class Node:
 
     @_guarded("run kube-router --help")
     def _run_once(self, command: list[str]) -> str:
-        api = self.engine.api
-        created = api.create_container(self.image, command=command, labels=_LABEL)
-        try:
-            api.start(created["Id"])
-            api.wait(created["Id"], timeout=120)
-            return str(api.logs(created["Id"]).decode(errors="replace"))
-        finally:
-            api.remove_container(created["Id"], force=True)
+        return self.engine.run(self.image, command, timeout=120, labels=_LABEL).output
 
     @_guarded("start kube-router")
     def start_kube_router(self, flags: list[str], kubeconfig: str) -> None:
         """kube-router as its DaemonSet runs it: privileged, host network, the node's
         modules and xtables lock mounted, a kubeconfig for the stand-in."""
-        api = self.engine.api
-        host_config = api.create_host_config(
+        self.kube_router = self.engine.start(
+            self.image,
+            flags,
             privileged=True,
             network_mode="host",
-            binds={
-                "/lib/modules": {"bind": "/lib/modules", "mode": "ro"},
-                "/run/xtables.lock": {"bind": "/run/xtables.lock", "mode": "rw"},
-            },
-        )
-        created = api.create_container(
-            self.image,
-            command=flags,
-            host_config=host_config,
+            binds={"/lib/modules": "/lib/modules:ro", "/run/xtables.lock": "/run/xtables.lock"},
             labels={**_LABEL, "io.github.kube-router-sctp.part": "kube-router"},
             name="kube-router",
+            files={_KUBECONFIG: kubeconfig},
         )
-        self.kube_router = str(created["Id"])
-        self.put_file(self.kube_router, _KUBECONFIG, kubeconfig)
-        api.start(self.kube_router)
 
     @_guarded("inspect kube-router's container")
     def kube_router_running(self) -> bool:
-        state = self.engine.api.inspect_container(self.kube_router)["State"]
-        return bool(state.get("Running"))
+        return self.engine.running(self.kube_router)
 
     @_guarded("read kube-router's log")
     def kube_router_logs(self) -> str:
         if not self.kube_router:
             return ""
-        return str(self.engine.api.logs(self.kube_router).decode(errors="replace"))
+        return self.engine.logs(self.kube_router)
 
     # -- the dataplane --------------------------------------------------------------------
     def probe(self, ns: str, protocol: str, address: str, port: int, message: str, wait: int = 4) -> Probe:
@@ -370,21 +337,10 @@ def transfer_image(source: Engine, target: Engine, image: str) -> str:
     """Copy ``image`` from the building daemon into the guest's (save, streamed into load):
     no registry is needed, and the guest runs exactly the bytes that were built. Returns
     the image id, which is the same on both sides."""
-    wanted = source.image(image)
-    if wanted is None:
-        raise DataplaneError(f"{image} is not on {source.describe()}", "build it first (python build.py build ...)")
     try:
-        stream = source.api.get_image(image, chunk_size=1 << 20)
-        events = list(target.api.load_image(stream) or ())
-    except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise DataplaneError(f"copying {image} into the node failed ({str(exc)[:200]})", "run again") from exc
-    errors = [str(e["error"]) for e in events if isinstance(e, dict) and "error" in e]
-    if errors:
-        raise DataplaneError(f"the guest could not load {image}: {errors[0]}", "see the guest console")
-    loaded = target.image(image)
-    if loaded is None or loaded["Id"] != wanted["Id"]:
-        raise DataplaneError(f"the guest holds a different {image} than the host", "run again")
-    return str(wanted["Id"])
+        return source.copy_image_to(target, image)
+    except DockerError as exc:
+        raise DataplaneError(f"copying {image} into the node failed: {exc.message}", exc.hint) from exc
 
 
 def kube_router_flags(help_text: str) -> list[str]:

@@ -42,7 +42,7 @@ from .cpio import open_initramfs
 from .kernel import KernelFiles, resolve
 from .qemu import Guest, Machine, free_port
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 SUITE = "bookworm"
 PACKAGES = (
     "docker.io",
@@ -60,6 +60,9 @@ PACKAGES = (
     "socat",
     "ipvsadm",
     "tcpdump",
+    # Foreign-architecture images (arm64) run under binfmt emulation, as on the build host.
+    "qemu-user-static",
+    "binfmt-support",
 )
 GUEST_API_PORT = 2375
 HOST_FROM_GUEST = "10.0.2.2"  # user-mode networking's name for the host's 127.0.0.1
@@ -86,6 +89,7 @@ BOOT_MODULES = (
     "ip_set_hash_ipportip",
     "ip_set_hash_net",
     "dummy",
+    "binfmt_misc",
 )
 ROOT_MODULES = ("virtio_pci", "virtio_blk", "ext4")
 
@@ -112,6 +116,8 @@ for module in @MODULES@; do
     modprobe "$module" 2>/dev/null || echo "krs-init: modprobe $module failed"
 done
 ip link set lo up
+mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null \
+    && update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || echo "krs-init: no arm64 emulation"
 # The NIC is named by the kernel (no udev here); pick the first with a device behind it,
 # since modules such as dummy create interfaces too.
 nic=
