@@ -11,18 +11,22 @@ sudo=""
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-packages=(docker-registry apache2-utils qemu-system-x86 qemu-user-static binfmt-support
-          debootstrap e2fsprogs kmod git python3-venv ca-certificates curl iproute2)
+packages=(docker-registry apache2-utils qemu-system-x86 qemu-system-arm qemu-utils qemu-user-static
+          binfmt-support debootstrap e2fsprogs kmod git python3-venv ca-certificates curl iproute2)
 # Keep a Docker that is already installed (docker-ce, moby on CI runners); else Debian's.
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]}"
+# arm64 images are smoke-tested on Debian's arm64 kernel (apt fetches linux-image-arm64:arm64).
+arm64_known=yes
+dpkg --print-foreign-architectures | grep -qx arm64 || { $sudo dpkg --add-architecture arm64; arm64_known=no; }
+if [ ${#missing[@]} -gt 0 ] || [ "$arm64_known" = no ]; then
+    [ ${#missing[@]} -eq 0 ] || say "installing ${missing[*]}"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ ${#missing[@]} -eq 0 ] ||
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! docker version >/dev/null 2>&1; then

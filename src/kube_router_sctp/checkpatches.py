@@ -26,6 +26,9 @@ from .pipeline import Pipeline
 
 VOLUMES = {"kube-router-sctp-gomod": "/go/pkg/mod", "kube-router-sctp-gocache": "/root/.cache/go-build"}
 _RESULT_RE = re.compile(r"^CHECK (\w+) (\d+) (\d+)$", re.M)
+# `go` naming a module version the proxy will not serve: not the series' fault, and the
+# fix is a proxy that serves it.
+_PROXY_REFUSAL_RE = re.compile(r"([\w.\-~/]+)@(v[^\s:]+): reading \S+: (40[34]|410) ")
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Row:
     cells: dict[str, str] = field(default_factory=dict)  # column -> "ok" | "FAIL" | "-" | "skip"
     seconds: float = 0.0
     detail: str = ""
+    blocked: str = ""  # why the toolchain could not even get the dependencies, if so
 
     @property
     def passed(self) -> bool:
@@ -147,6 +151,9 @@ def check_version(version: str, flags: dict[str, object], control: bool) -> Row:
         rc = results.get(step, (None, 0))[0]
         row.cells[step] = "ok" if rc == 0 else "FAIL"
     failures = [line for line in output.splitlines() if line.startswith("  ")]
+    refusal = _PROXY_REFUSAL_RE.search(output)
+    if refusal and any(row.cells[step] == "FAIL" for step in ("vet", "build", "tests")):
+        row.blocked = f"the Go proxy refused {refusal[1]}@{refusal[2]} (HTTP {refusal[3]})"
     if control and not plan.series.native:
         new_tests = _new_test_files(patched)
         unpatched = PatchedTree(patched.base, {p: patched.overlay[p] for p in new_tests}, patched.series, ())

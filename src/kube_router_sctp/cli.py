@@ -405,7 +405,12 @@ def smoke_command(ctx: click.Context) -> None:
     settings, _ = _settings(ctx)
     image = ctx.obj["image"]
     builder = Engine(settings.docker_host)
-    labels = (builder.image(image) or {}).get("Config", {}).get("Labels") or {}
+    if settings.smoke_kernel and builder.image(image) is None:
+        # Kernel mode reads the image's file system from the building daemon.
+        with log.step("pull", f"{image} ({settings.platforms[0]})"):
+            builder.pull(image, platform=settings.platforms[0])
+    details = builder.image(image) or {}
+    labels = details.get("Config", {}).get("Labels") or {}
     engine = Engine(settings.smoke_host) if settings.smoke_host else builder
     kube_router = labels.get("org.opencontainers.image.version", "")
     ipvsadm = labels.get("io.github.kube-router-sctp.ipvsadm.version", "")
@@ -417,9 +422,16 @@ def smoke_command(ctx: click.Context) -> None:
     if settings.smoke_kernel:
         from .vm import kernelsmoke
         from .vm.kernel import resolve as resolve_kernel
+        from .vm.qemu import arch_of_platform
 
         cache = Cache(settings.cache_dir)
-        kernel_files = resolve_kernel(settings.smoke_kernel, settings.smoke_modules, cache)
+        arch = arch_of_platform(f"linux/{details.get('Architecture', 'amd64')}").name
+        kernel_files = resolve_kernel(settings.smoke_kernel, settings.smoke_modules, cache, arch=arch)
+        if kernel_files.arch != arch:
+            raise ConfigError(
+                f"{image} is a {arch} image but --kernel {settings.smoke_kernel} is a {kernel_files.arch} kernel",
+                f"pass a {arch} kernel, or --kernel debian to fetch Debian's",
+            )
         result = kernelsmoke.run(
             builder, image, kernel_files, kube_router, ipvsadm, versions=bool(kube_router and ipvsadm), cache=cache
         )
@@ -501,10 +513,18 @@ def check_patches_command(ctx: click.Context) -> None:
     if store.get("table_path"):
         Path(store["table_path"]).write_text(text + "\n")
     ctx.obj["_report"].add("check_patches", {"rows": [vars(r) for r in rows]})
-    failed = [r.version for r in rows if not r.passed]
+    failed = [r for r in rows if not r.passed]
     if failed:
+        blocked = [r for r in failed if r.blocked]
+        if len(blocked) == len(failed):
+            raise PatchCheckFailed(
+                "check-patches could not build " + "; ".join(f"{r.version}: {r.blocked}" for r in blocked),
+                "point --go-proxy (or GOPROXY) at a module proxy that serves it",
+            )
         raise PatchCheckFailed(
-            f"check-patches failed for {', '.join(failed)}", "see the failing cells and output above"
+            "check-patches failed for "
+            + ", ".join(f"{r.version}" + (f" ({r.blocked})" if r.blocked else "") for r in failed),
+            "see the failing cells and output above",
         )
 
 

@@ -284,6 +284,17 @@ def vm_checks(settings: Settings) -> Iterator[Finding]:
         )
     else:
         yield Finding(OK, "vm: QEMU", f"{qemu} (guests boot with TCG software emulation; no KVM needed)")
+    if shutil.which("qemu-system-aarch64") is None:
+        yield Finding(
+            WARN,
+            "vm: arm64",
+            "qemu-system-aarch64 not installed: arm64 images cannot be smoke-tested",
+            "apt-get install qemu-system-arm (and dpkg --add-architecture arm64 for Debian's arm64 kernel)",
+        )
+    if shutil.which("qemu-img") is None:
+        yield Finding(
+            WARN, "vm: qemu-img", "qemu-img not installed", "apt-get install qemu-utils (for the Docker-host test VM)"
+        )
     apt = shutil.which("apt-get")
     yield (
         Finding(OK, "vm: kernel", "Debian's kernel package can be fetched with apt (--kernel debian)")

@@ -283,23 +283,72 @@ class Pipeline:
         return result
 
     def _smoke_on_kernel(self, pushed: Pushed | None) -> SmokeResult:
+        start = time.monotonic()
+        result = self._kernel_smoke(pushed, None)
+        self.report.add("smoke", result.record(), time.monotonic() - start)
+        return result
+
+    def _kernel_smoke(self, pushed: Pushed | None, platform: str | None) -> SmokeResult:
         """Boot --kernel under QEMU with the image's root file system (pulled back by digest
-        when pushed, so the very bytes the registry holds are the ones tested)."""
+        when pushed, so the very bytes the registry holds are the ones tested). The kernel's
+        architecture is the image's: ``--kernel debian`` fetches Debian's for it."""
         from .vm import kernelsmoke
         from .vm.kernel import resolve as resolve_kernel
+        from .vm.qemu import arch_of_platform
 
         settings = self.plan.settings
         assert settings.smoke_kernel is not None
         image = pushed.by_digest if pushed else self.build().image_id
         if pushed:
-            self.engine.pull(image)
-        start = time.monotonic()
-        kernel_files = resolve_kernel(settings.smoke_kernel, settings.smoke_modules, self.cache)
-        result = kernelsmoke.run(
+            self.engine.pull(image, platform=platform)
+        arch = arch_of_platform(platform or "linux/amd64").name
+        kernel_files = resolve_kernel(settings.smoke_kernel, settings.smoke_modules, self.cache, arch=arch)
+        if kernel_files.arch != arch:
+            raise ConfigError(
+                f"--kernel {settings.smoke_kernel} is a {kernel_files.arch} kernel; the image is {platform}",
+                "pass --kernel debian (Debian's kernel for each platform) or a kernel of that architecture",
+            )
+        return kernelsmoke.run(
             self.engine, image, kernel_files, self.plan.tag, self.plan.ipvsadm_version, cache=self.cache
         )
-        self.report.add("smoke", result.record(), time.monotonic() - start)
-        return result
+
+    def _smoke_platforms(self, repository: str, entries: dict[str, str], smoke_engine: Engine | None) -> None:
+        """Smoke each platform's candidate where a kernel of its architecture can run it:
+        every platform with ``--kernel debian`` (arm64 boots under qemu-system-aarch64);
+        otherwise the smoke host's own platform (amd64). A platform left out is said loudly."""
+        from .vm.kernel import resolve as resolve_kernel
+        from .vm.qemu import ARCHES
+
+        settings = self.plan.settings
+        start = time.monotonic()
+        records: dict[str, Any] = {}
+        kernel = settings.smoke_kernel
+        # A given kernel (not "debian") has one architecture: the platforms of the others wait.
+        fixed = None
+        if kernel and str(kernel) != "debian":
+            fixed = resolve_kernel(kernel, settings.smoke_modules, self.cache).arch
+        for platform, reference in entries.items():
+            digest = reference.rpartition("@")[2]
+            pushed = Pushed(repository, f"{self.plan.tag}-candidate-{platform.split('/')[1]}", digest)
+            arch = next((a.name for a in ARCHES.values() if a.platform == platform), None)
+            if kernel and arch and fixed in (None, arch):
+                with log.step("smoke", f"{platform}: {pushed.by_digest}"):
+                    result = self._kernel_smoke(pushed, platform)
+            elif not kernel and platform == "linux/amd64":
+                result = self.smoke(pushed, smoke_engine)
+            else:
+                log.loud(
+                    f"{platform} is not smoked: no kernel of its architecture "
+                    "(pass --kernel debian to boot Debian's under emulation)"
+                )
+                continue
+            records[platform] = result.record()
+        if not records:
+            raise ConfigError(
+                "no platform of this image could be smoke-tested",
+                "pass --kernel debian, or include linux/amd64, or --no-smoke to release untested",
+            )
+        self.report.add("smoke", {"passed": True, "platforms": records}, time.monotonic() - start)
 
     def promote(self, pushed: Pushed | None) -> dict[str, str]:
         """Put the release tags on the smoked image (locally, and in the registry)."""
@@ -386,11 +435,9 @@ class Pipeline:
                 f"{repository}:{self.plan.tag}-candidate", list(entries.values())
             )
         self.report.add("push_candidate", {"manifest_list": candidate_list, "platforms": entries})
-        native = entries.get("linux/amd64")
-        if smoke_enabled and native:
-            digest = native.rpartition("@")[2]
-            self.smoke(Pushed(repository, f"{self.plan.tag}-candidate-amd64", digest), smoke_engine)
-        elif not smoke_enabled:
+        if smoke_enabled:
+            self._smoke_platforms(repository, entries, smoke_engine)
+        else:
             log.loud("--no-smoke: no platform of this image was tested on an IPVS kernel")
             self.report.add("smoke", {"skipped": True})
         tags: dict[str, str] = {}

@@ -186,12 +186,39 @@ def test_bzimage_version_is_read_from_the_setup_header(tmp_path: Path) -> None:
     assert kernel.bzimage_version(path) is None
 
 
+def arm64_image() -> bytes:
+    """The arm64 boot header: the magic ``ARM\\x64`` at 0x38; no release string in it."""
+    image = bytearray(4096)
+    image[0x38:0x3C] = b"ARM\x64"
+    return bytes(image)
+
+
+def test_kernel_architecture_is_read_from_the_image_header(tmp_path: Path) -> None:
+    path = tmp_path / "vmlinuz"
+    for content, arch in (
+        (bzimage(VERSION), "x86_64"),
+        (arm64_image(), "aarch64"),
+        (gzip.compress(arm64_image()), "aarch64"),  # some distributions gzip the Image
+        (b"\0" * 4096, None),
+        (b"\x1f\x8b not really gzip", None),
+    ):
+        path.write_bytes(content)
+        assert kernel.kernel_arch(path) == arch, content[:8]
+
+
+def test_an_arm64_kernel_takes_its_release_from_the_modules_directory(tmp_path: Path, ipvs_tree: Path) -> None:
+    vmlinuz = tmp_path / "Image"
+    vmlinuz.write_bytes(arm64_image())
+    found = kernel.from_paths(vmlinuz, ipvs_tree.parent)
+    assert (found.arch, found.version) == ("aarch64", VERSION)
+
+
 def test_from_paths_accepts_the_parent_modules_directory(tmp_path: Path, ipvs_tree: Path) -> None:
     vmlinuz = tmp_path / "vmlinuz"
     vmlinuz.write_bytes(bzimage(VERSION))
     found = kernel.from_paths(vmlinuz, ipvs_tree.parent)
     assert found.version == VERSION and found.modules_dir == ipvs_tree.resolve()
-    with pytest.raises(VMError, match="not an x86 bzImage"):
+    with pytest.raises(VMError, match="neither an x86 bzImage nor an arm64 Image"):
         kernel.from_paths(ipvs_tree / "modules.builtin", ipvs_tree)
     with pytest.raises(VMError, match="needs --modules"):
         kernel.resolve(vmlinuz, None, Cache(tmp_path / "cache"))

@@ -4,11 +4,13 @@ From ``--kernel VMLINUZ --modules DIR``, or from a kernel ``.deb`` unpacked once
 cache under ``kernels/<sha256 of the .deb>`` (a .deb is an ar archive whose
 ``data.tar.*`` holds ``boot/vmlinuz-<version>`` and ``lib/modules/<version>/``). Tests
 obtain Debian's kernel package with ``apt-get download``, which verifies it against the
-signed archive indices of the host's configured mirror.
+signed archive indices of the host's configured mirror. x86 bzImages and arm64 Images
+are told apart by their headers, so a guest boots with the QEMU of its architecture.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
 import shutil
@@ -24,6 +26,8 @@ from ..errors import VMError
 from ..treedigest import sha256_file
 
 DEBIAN_METAPACKAGE = "linux-image-amd64"
+# Debian's architecture names for the guest architectures (``uname -m`` names).
+DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 _VERSION_RE = re.compile(r"^\d+\.\d+")
 
 
@@ -32,9 +36,28 @@ class KernelFiles:
     vmlinuz: Path
     modules_dir: Path  # .../lib/modules/<version>
     version: str
+    arch: str = "x86_64"
 
     def describe(self) -> str:
         return f"kernel {self.version}"
+
+
+def kernel_arch(vmlinuz: Path) -> str | None:
+    """``x86_64`` for a bzImage, ``aarch64`` for an arm64 Image (plain or gzipped), else None."""
+    try:
+        with vmlinuz.open("rb") as handle:
+            head = handle.read(0x400)
+            if head[:2] == b"\x1f\x8b":
+                handle.seek(0)
+                with gzip.open(handle) as unpacked:
+                    head = unpacked.read(0x400)
+    except (OSError, EOFError):
+        return None
+    if head[0x202:0x206] == b"HdrS":
+        return "x86_64"
+    if head[0x38:0x3C] == b"ARM\x64":
+        return "aarch64"
+    return None
 
 
 def bzimage_version(vmlinuz: Path) -> str | None:
@@ -59,13 +82,18 @@ def from_paths(vmlinuz: Path, modules: Path) -> KernelFiles:
     """``--kernel VMLINUZ --modules DIR``; DIR may be ``/lib/modules`` or its version subdir."""
     if not vmlinuz.is_file():
         raise VMError(f"kernel image {vmlinuz} does not exist", "pass --kernel the path of a vmlinuz (bzImage)")
-    version = bzimage_version(vmlinuz)
-    if version is None:
+    arch = kernel_arch(vmlinuz)
+    if arch is None:
         raise VMError(
-            f"{vmlinuz} is not an x86 bzImage kernel", "pass --kernel a vmlinuz file (for example /boot/vmlinuz-*)"
+            f"{vmlinuz} is neither an x86 bzImage nor an arm64 Image kernel",
+            "pass --kernel a vmlinuz file (for example /boot/vmlinuz-*)",
         )
     if not modules.is_dir():
         raise VMError(f"kernel modules directory {modules} does not exist", "pass --modules /lib/modules/<version>")
+    # An arm64 Image carries no release string in its header: the modules directory names it.
+    version = bzimage_version(vmlinuz) if arch == "x86_64" else _release_of(modules)
+    if version is None:
+        raise VMError(f"{vmlinuz} has no kernel release in its header", "pass --kernel an unmodified vmlinuz")
     if (modules / version).is_dir():
         modules = modules / version
     if modules.name != version and not (modules / "kernel").is_dir():
@@ -75,7 +103,20 @@ def from_paths(vmlinuz: Path, modules: Path) -> KernelFiles:
         )
     if modules.name != version:
         log.warn(f"modules directory {modules} is not named {version}; using it as that kernel's modules")
-    return KernelFiles(vmlinuz.resolve(), modules.resolve(), version)
+    return KernelFiles(vmlinuz.resolve(), modules.resolve(), version, arch)
+
+
+def _release_of(modules: Path) -> str | None:
+    """The release a modules directory is for: its own name, or its one version subdir's."""
+    if (modules / "kernel").is_dir():
+        return modules.name
+    releases = [d.name for d in modules.iterdir() if (d / "kernel").is_dir()]
+    if len(releases) != 1:
+        raise VMError(
+            f"{modules} holds {len(releases) or 'no'} kernels' modules, and an arm64 Image does not name its release",
+            "pass --modules /lib/modules/<version> (the kernel's own modules directory)",
+        )
+    return releases[0]
 
 
 def from_deb(deb: Path, cache: Cache) -> KernelFiles:
@@ -109,9 +150,12 @@ def _locate(root: Path, origin: str) -> KernelFiles:
         )
     vmlinuz = images[-1]
     version = vmlinuz.name.removeprefix("vmlinuz-")
+    arch = kernel_arch(vmlinuz)
+    if arch is None:
+        raise VMError(f"{origin}'s {vmlinuz.name} is not an x86 or arm64 kernel", "pass an amd64 or arm64 package")
     for base in (root / "lib" / "modules", root / "usr" / "lib" / "modules"):
         if (base / version).is_dir():
-            return KernelFiles(vmlinuz, base / version, version)
+            return KernelFiles(vmlinuz, base / version, version, arch)
     raise VMError(f"{origin} has no lib/modules/{version}", "pass the package that carries that kernel's modules")
 
 
@@ -159,13 +203,14 @@ def _extract_tar(handle: BinaryIO, size: int, name: str, dest: Path) -> None:
 def debian_kernel_deb(cache: Cache, package: str = DEBIAN_METAPACKAGE) -> Path:
     """Debian's current kernel package (the one ``linux-image-amd64`` depends on), in
     ``<cache>/debs/``; downloaded by apt from the host's configured mirror, which checks
-    it against the archive's signed indices."""
+    it against the archive's signed indices. A foreign architecture's package is named
+    ``linux-image-arm64:arm64`` (apt must know that architecture)."""
     if shutil.which("apt-get") is None or shutil.which("apt-cache") is None:
         raise VMError("apt-get is not available to fetch Debian's kernel", "pass --kernel VMLINUZ --modules DIR")
     name = _concrete_package(package)
     directory = cache.root / "debs"
     directory.mkdir(parents=True, exist_ok=True)
-    existing = sorted(directory.glob(f"{name}_*.deb"))
+    existing = sorted(directory.glob(f"{name.partition(':')[0]}_*.deb"))
     if existing:
         return existing[-1]
     with cache.lock(f"deb-{name}"):
@@ -174,7 +219,7 @@ def debian_kernel_deb(cache: Cache, package: str = DEBIAN_METAPACKAGE) -> Path:
             result = subprocess.run(
                 ["apt-get", "download", "-q", name], cwd=work, capture_output=True, text=True, timeout=600, check=False
             )
-            downloaded = sorted(work.glob(f"{name}_*.deb"))
+            downloaded = sorted(work.glob(f"{name.partition(':')[0]}_*.deb"))
             if result.returncode != 0 or not downloaded:
                 last = (result.stderr.strip().splitlines() or ["no output"])[-1]
                 raise VMError(
@@ -193,9 +238,12 @@ def _concrete_package(package: str) -> str:
     depends on); a concrete package name is returned as it is."""
     result = subprocess.run(["apt-cache", "depends", package], capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
+        _, _, foreign = package.partition(":")
         raise VMError(
             f"apt does not know {package}: {result.stderr.strip()[:200]}",
-            "run apt-get update (the Debian mirror must be in the apt sources)",
+            f"run dpkg --add-architecture {foreign} && apt-get update (scripts/setup-host.sh does)"
+            if foreign
+            else "run apt-get update (the Debian mirror must be in the apt sources)",
         )
     for line in result.stdout.splitlines():
         key, _, value = line.strip().partition(":")
@@ -204,11 +252,22 @@ def _concrete_package(package: str) -> str:
     return package
 
 
-def resolve(kernel: Path | str, modules: Path | None, cache: Cache) -> KernelFiles:
-    """What the CLI's ``--kernel`` names: ``debian`` (Debian's current kernel package from
-    the host's apt sources), a ``.deb`` (modules inside), or a vmlinuz plus ``--modules``."""
+def debian_package(arch: str) -> str:
+    """Debian's kernel meta-package for a guest architecture, arch-qualified when foreign."""
+    debian = DEBIAN_ARCH[arch]
+    native = ""
+    if shutil.which("dpkg"):
+        native = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=False).stdout
+    package = f"linux-image-{debian}"
+    return package if native.strip() in ("", debian) else f"{package}:{debian}"
+
+
+def resolve(kernel: Path | str, modules: Path | None, cache: Cache, arch: str = "x86_64") -> KernelFiles:
+    """What the CLI's ``--kernel`` names: ``debian`` (Debian's current kernel package for
+    ``arch`` from the host's apt sources), a ``.deb`` (modules inside), or a vmlinuz plus
+    ``--modules``."""
     if str(kernel) == "debian":
-        return from_deb(debian_kernel_deb(cache), cache)
+        return from_deb(debian_kernel_deb(cache, debian_package(arch)), cache)
     kernel = Path(kernel)
     if kernel.suffix == ".deb":
         return from_deb(kernel, cache)

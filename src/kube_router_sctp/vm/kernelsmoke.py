@@ -6,8 +6,10 @@ started container, exported), is rewritten as a cpio archive together with the k
 modules the check needs (dependency order computed on the host, loaded with ``insmod``
 by explicit path, since the image has no index for this kernel) and a small POSIX-sh
 ``/init``. The init runs :func:`kube_router_sctp.smoke.script`, writes its exit status
-to the second serial port and powers the guest off; the status decides the verdict,
-the console is the evidence.
+to the status port and powers the guest off; the status decides the verdict, the
+console is the evidence. The kernel's architecture picks the QEMU: an arm64 kernel boots
+an arm64 image's file system under ``qemu-system-aarch64`` (full-system emulation, so
+ipvsadm talks generic netlink to a real arm64 kernel, which qemu-user cannot emulate).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..smoke import SmokeResult
 from . import modules as kmod
 from .cpio import CpioWriter, normalize, open_initramfs
 from .kernel import KernelFiles
-from .qemu import Guest, Machine
+from .qemu import ARCHES, Guest, Machine
 
 _DIR = ".krs"  # everything the harness adds to the image's tree lives here (and /init, /dev)
 _BEGIN, _END = "KRS-SMOKE-BEGIN", "KRS-SMOKE-END"
@@ -38,9 +40,9 @@ _INIT = """#!/bin/sh
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 report() {
-    # ttyS1 is a file on the host: the exit status travels there, not in console text.
-    # Closing the port waits for the UART to drain, so the number is out before poweroff.
-    echo "$1" > /dev/ttyS1
+    # The status port is a file on the host: the exit status travels there, not in
+    # console text. Closing the port drains it, so the number is out before poweroff.
+    for port in @STATUS@; do echo "$1" > "$port"; done
     echo o > /proc/sysrq-trigger
     sleep 10
     exit "$1"  # no sysrq? PID 1 exiting panics the kernel, and panic=-1 + -no-reboot ends QEMU
@@ -93,13 +95,20 @@ def run(
     work = cache.scratch("kernelsmoke-")
     try:
         with log.step("kernel smoke", f"{image} on {where}"):
+            arch = ARCHES[kernel_files.arch]
             index = kmod.ModuleIndex.load(kernel_files.modules_dir)
-            needed = index.resolve(wanted_modules)
+            # The status port's drivers load first: a later module's failure still reports.
+            needed = index.resolve((*arch.status_modules, *wanted_modules))
             rootfs = work / "rootfs.tar"
             export_rootfs(engine, image, rootfs)
             initrd = work / "initramfs.cpio"
             build_initramfs(
-                rootfs, initrd, needed, smoke.script(kube_router_version, ipvsadm_version, versions), compress
+                rootfs,
+                initrd,
+                needed,
+                smoke.script(kube_router_version, ipvsadm_version, versions),
+                compress,
+                status_device=arch.status_device,
             )
             rootfs.unlink()
             log.info(
@@ -109,8 +118,9 @@ def run(
             machine = Machine(
                 kernel=kernel_files.vmlinuz,
                 initrd=initrd,
-                append="console=ttyS0 panic=-1 quiet rdinit=/init mitigations=off",
+                append=f"console={arch.console} panic=-1 quiet rdinit=/init mitigations=off",
                 memory_mb=memory_mb,
+                arch=arch.name,
             )
             with Guest(machine, work, "smoke-guest") as guest:
                 guest.wait(timeout, "run the smoke check")
@@ -165,18 +175,30 @@ def export_rootfs(engine: Engine, image: str, dest: Path) -> None:
     engine.export(image, dest)
 
 
-def build_initramfs(rootfs: Path, dest: Path, modules: list[kmod.Module], script: str, compress: bool = False) -> None:
+def build_initramfs(
+    rootfs: Path,
+    dest: Path,
+    modules: list[kmod.Module],
+    script: str,
+    compress: bool = False,
+    status_device: str = ARCHES["x86_64"].status_device,
+) -> None:
     with open_initramfs(dest, compress=compress) as writer:
         add_tar(writer, rootfs, skip=_reserved)
         writer.directory("dev")
         add_device_nodes(writer)
-        writer.file("init", _init_script().encode(), mode=0o755)
+        writer.file("init", _init_script(status_device).encode(), mode=0o755)
         writer.file(f"{_DIR}/smoke.sh", script.encode(), mode=0o755)
         kmod.add_to_initramfs(writer, modules, f"{_DIR}/modules")
 
 
-def _init_script() -> str:
-    return _INIT.replace("@DIR@", _DIR).replace("@BEGIN@", _BEGIN).replace("@END@", _END)
+def _init_script(status_device: str) -> str:
+    return (
+        _INIT.replace("@DIR@", _DIR)
+        .replace("@BEGIN@", _BEGIN)
+        .replace("@END@", _END)
+        .replace("@STATUS@", status_device)
+    )
 
 
 def _reserved(name: str) -> bool:

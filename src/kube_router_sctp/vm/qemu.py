@@ -1,8 +1,11 @@
 """The one place that talks to QEMU: command line, process, console, status port, time-outs.
 
-A guest gets two serial ports, both files on the host: ``ttyS0`` is the console (kernel
-messages and the guest's output, shown as evidence), ``ttyS1`` carries what the guest's
-init reports (an exit status, readiness), so callers read a value, not a scraped log.
+A guest gets two ports, both files on the host: the console (kernel messages and the
+guest's output, shown as evidence) and a status port that carries what the guest's init
+reports (an exit status, readiness), so callers read a value, not a scraped log. On x86
+they are ``ttyS0`` and ``ttyS1``; the arm64 ``virt`` machine has one UART, so there the
+console is ``ttyAMA0`` and the status port a virtio serial port (``/dev/vport*p1``, which
+needs the virtio_pci and virtio_console modules; :data:`ARCHES` says so).
 ``-no-reboot`` with ``panic=-1`` makes a crashed guest end the QEMU process at once
 instead of hanging until a time-out. Acceleration is TCG: KVM may be absent or unusable,
 and TCG behaves the same everywhere.
@@ -24,8 +27,50 @@ from types import TracebackType
 from .. import log
 from ..errors import VMError
 
-QEMU = "qemu-system-x86_64"
 _PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Arch:
+    """How QEMU boots one guest architecture (``uname -m`` names)."""
+
+    name: str
+    platform: str  # the OCI platform of images that run on it
+    binary: str
+    package: str  # the Debian package that has ``binary``
+    machine: tuple[str, ...]  # -M/-cpu arguments
+    console: str  # the kernel's console= device
+    status_device: str  # the status port as the guest sees it (a shell glob)
+    status_modules: tuple[str, ...]  # modules the guest needs before it can write there
+
+
+ARCHES = {
+    "x86_64": Arch(
+        "x86_64", "linux/amd64", "qemu-system-x86_64", "qemu-system-x86", ("-cpu", "max"), "ttyS0", "/dev/ttyS1", ()
+    ),
+    # cortex-a57: what Debian's arm64 kernel targets; "max" adds pointer authentication,
+    # which TCG emulates slowly.
+    "aarch64": Arch(
+        "aarch64",
+        "linux/arm64",
+        "qemu-system-aarch64",
+        "qemu-system-arm",
+        ("-M", "virt", "-cpu", "cortex-a57"),
+        "ttyAMA0",
+        "/dev/vport*p1",
+        ("virtio_pci", "virtio_console"),
+    ),
+}
+
+
+def arch_of_platform(platform: str) -> Arch:
+    for arch in ARCHES.values():
+        if arch.platform == platform:
+            return arch
+    raise VMError(
+        f"no QEMU guest architecture for {platform}", f"use one of {', '.join(a.platform for a in ARCHES.values())}"
+    )
+
 
 # Console lines that mean the guest will never get anywhere: stop waiting and say so.
 _STALL_RE = re.compile(
@@ -34,11 +79,13 @@ _STALL_RE = re.compile(
 _PANIC_RE = re.compile(r"Kernel panic - not syncing:?(.*)")
 
 
-def qemu_binary() -> str:
-    path = shutil.which(QEMU)
+def qemu_binary(arch: str = "x86_64") -> str:
+    spec = ARCHES[arch]
+    path = shutil.which(spec.binary)
     if path is None:
         raise VMError(
-            f"{QEMU} is not installed", "apt-get install qemu-system-x86 (or pass --smoke-host for a Docker host)"
+            f"{spec.binary} is not installed",
+            f"apt-get install {spec.package} (or pass --smoke-host for a Docker host)",
         )
     return path
 
@@ -75,6 +122,7 @@ class Machine:
     network: bool = False
     forwards: dict[int, int] = field(default_factory=dict)
     accel: str = "tcg"
+    arch: str = "x86_64"
 
 
 class Guest:
@@ -93,12 +141,12 @@ class Guest:
     # -- command line -----------------------------------------------------------------
     def command(self) -> list[str]:
         m = self.machine
+        spec = ARCHES[m.arch]
         command = [
-            qemu_binary(),
+            qemu_binary(m.arch),
             "-accel",
             m.accel,
-            "-cpu",
-            "max",
+            *spec.machine,
             "-m",
             str(m.memory_mb),
             "-smp",
@@ -118,8 +166,11 @@ class Guest:
             "chardev:console",
             "-chardev",
             f"file,id=status,path={self.status_file}",
-            "-serial",
-            "chardev:status",
+            *(
+                ("-serial", "chardev:status")
+                if spec.status_device == "/dev/ttyS1"
+                else ("-device", "virtio-serial-pci", "-device", "virtserialport,chardev=status,name=krs.status")
+            ),
             # Entropy from the host, so nothing in the guest waits for its pool to fill.
             "-device",
             "virtio-rng-pci",
@@ -127,8 +178,9 @@ class Guest:
         if m.initrd is not None:
             command += ["-initrd", str(m.initrd)]
         for disk in m.disks:
-            # cache=unsafe: every disk is a disposable copy, so host flushes buy nothing.
-            command += ["-drive", f"file={disk},format=raw,if=virtio,cache=unsafe,discard=unmap"]
+            # cache=unsafe: every disk is disposable (a copy or an overlay), so host flushes buy nothing.
+            fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
+            command += ["-drive", f"file={disk},format={fmt},if=virtio,cache=unsafe,discard=unmap"]
         if m.network or m.forwards:
             rules = "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in m.forwards.items())
             command += ["-netdev", f"user,id=n0{rules}", "-device", "virtio-net-pci,netdev=n0"]
@@ -237,7 +289,7 @@ class Guest:
         return "\n".join(kept[-lines:]) if kept else "(no console output)"
 
     def status(self) -> str:
-        """Everything the guest wrote to its status port (ttyS1)."""
+        """Everything the guest wrote to its status port."""
         try:
             return self.status_file.read_bytes().decode(errors="replace").replace("\r", "")
         except FileNotFoundError:

@@ -1,0 +1,72 @@
+"""Two platforms: Go cross-compiles, ipvsadm builds per platform under binfmt, one
+manifest list in the local registry. Before the release tags, each platform's candidate
+is pulled back by digest and smoke-tested on Debian's kernel of its own architecture
+(arm64 under qemu-system-aarch64): `kube-router --version`, `ipvsadm --version` and SCTP
+IPVS rules on a real arm64 kernel. qemu-user alone cannot run `ipvsadm --version` (it
+needs IPVS over generic netlink, which qemu-user does not emulate), so full-system
+emulation is what makes the arm64 check real; the binaries are also run under binfmt."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from kube_router_sctp.engine import Engine
+from tests.conftest import upstream_source_for
+from tests.support import env
+
+pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.upstream, pytest.mark.vm, pytest.mark.slow]
+
+
+def test_two_platform_manifest_list_runs_on_both(tmp_path: Path) -> None:
+    if not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
+        pytest.skip("needs arm64 binfmt emulation (qemu-user-static; scripts/setup-host.sh enables it)")
+    for binary in ("qemu-system-x86_64", "qemu-system-aarch64"):
+        if shutil.which(binary) is None:
+            pytest.skip(f"needs {binary} (scripts/setup-host.sh installs it)")
+    registry = env.registry()
+    ns = env.namespace("itest-multiarch")
+    report = tmp_path / "r.json"
+    source = upstream_source_for("v0.3.2")
+    result = env.run_cli(
+        *(["--kube-router-source", source] if source else []), "--kube-router-version", "v0.3.2",
+        "--base-family", "debian", "--ipvsadm-version", "1.31", "--platform", "linux/amd64",
+        "--platform", "linux/arm64", "--push", f"{registry}/{ns}", "--kernel", "debian",
+        "--report", str(report), timeout=5400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    data = json.loads(report.read_text())
+    platforms = data["stages"]["promote"]["platforms"]
+    assert set(platforms) == {"linux/amd64", "linux/arm64"}
+    smoke = data["stages"]["smoke"]
+    assert smoke["passed"] is True
+    assert set(smoke["platforms"]) == {"linux/amd64", "linux/arm64"}
+    for platform, record in smoke["platforms"].items():
+        assert record["image"] == platforms[platform], platform
+        assert {"linux/amd64": "-amd64 under QEMU", "linux/arm64": "-arm64 under QEMU"}[platform] in record["host"]
+        assert "SCTP" in record["ipvs_table"], platform
+
+    manifest = requests.get(
+        f"http://{registry}/v2/{ns}/kube-router/manifests/v0.3.2-sctp.1-debian",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.list.v2+json"},
+        timeout=10,
+    ).json()
+    listed = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in manifest["manifests"]}
+    assert listed == {p: ref.rpartition("@")[2] for p, ref in platforms.items()}
+
+    # The released entries, pulled through the manifest list: each is its architecture
+    # and its kube-router runs (arm64 under binfmt emulation).
+    engine = Engine(None)
+    for platform in listed:
+        reference = f"{registry}/{ns}/kube-router:v0.3.2-sctp.1-debian"
+        engine.pull(reference, platform=platform)
+        image = engine.image(reference) or {}
+        assert f"{image.get('Os')}/{image.get('Architecture')}" == platform
+        arch = engine.run(reference, ["-m"], entrypoint=["uname"])
+        assert arch.output.strip() == {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}[platform]
+        kube_router = engine.run(reference, ["--version"])
+        assert kube_router.exit_code == 0 and "version v0.3.2-sctp.1-debian" in kube_router.output, platform
