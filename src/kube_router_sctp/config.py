@@ -66,6 +66,7 @@ OPTIONS: dict[str, Option] = {
         Option("smoke.registry", "str", "SMOKE_REGISTRY"),
         Option("smoke.kernel", "str", "SMOKE_KERNEL"),
         Option("smoke.modules", "str", "SMOKE_MODULES"),
+        Option("smoke.fallback-kernel", "str", "SMOKE_FALLBACK_KERNEL"),
         Option("paths.cache-dir", "str", "CACHE_DIR"),
         Option("docker.host", "str", "DOCKER_HOST"),
     )
@@ -102,6 +103,9 @@ class Settings:
     smoke_registry: str | None  # the --push registry's address as the smoke host reaches it
     smoke_kernel: str | None  # "debian", a kernel .deb, or a vmlinuz (with smoke_modules)
     smoke_modules: Path | None
+    # When the building daemon's kernel has no IPVS (or no IPVS SCTP) and no smoke host or
+    # kernel was named: smoke under QEMU on this kernel instead ("debian", a .deb); None: fail.
+    smoke_fallback_kernel: str | None
     cache_dir: Path
     docker_host: str | None
     labels: Mapping[str, str]
@@ -306,6 +310,14 @@ def _validate(tree: dict[str, Any], labels: Mapping[str, str], origin: dict[str,
         raise ConfigError(f"--modules {modules_raw} is not a directory", "pass the kernel's /lib/modules/<version>")
     if smoke_kernel and smoke_host:
         raise ConfigError("--kernel and --smoke-host both name where to smoke-test", "choose one of them")
+    fallback = _str(tree, "smoke.fallback-kernel")
+    if fallback in ("", "none"):
+        fallback = None
+    elif fallback and fallback != "debian" and not (fallback.endswith(".deb") and Path(fallback).is_file()):
+        raise ConfigError(
+            f"--fallback-kernel {fallback} is neither 'debian', 'none' nor an existing linux-image .deb",
+            "pass --fallback-kernel debian, none, or the path of a kernel package",
+        )
     docker_host = _str(tree, "docker.host")
     if docker_host:
         validate.url(docker_host, "Docker host", ("tcp", "unix", "ssh", "http", "https"))
@@ -331,6 +343,7 @@ def _validate(tree: dict[str, Any], labels: Mapping[str, str], origin: dict[str,
         smoke_registry=smoke_registry,
         smoke_kernel=smoke_kernel,
         smoke_modules=Path(modules_raw) if modules_raw else None,
+        smoke_fallback_kernel=fallback,
         cache_dir=Path(cache_raw) if cache_raw else default_root(),
         docker_host=docker_host,
         labels=checked_labels,

@@ -440,6 +440,24 @@ class Engine:
         found: list[dict[str, Any]] = self.api.images(filters={"label": label})
         return sorted(found, key=lambda item: item.get("Created", 0), reverse=True)
 
+    def image_ids(self, dangling: bool = False) -> set[str]:
+        """Ids of the daemon's images; ``dangling``: only untagged ones (what a --no-cache
+        build leaves behind: its stages)."""
+        found: list[str] = self.api.images(filters={"dangling": True} if dangling else None, quiet=True)
+        return set(found)
+
+    def remove_unused(self, image_ids: Iterable[str]) -> int:
+        """Remove these images where nothing uses them (no force); return how many went."""
+        removed = 0
+        for image_id in image_ids:
+            try:
+                self.api.remove_image(image_id, force=False, noprune=False)
+                removed += 1
+            except docker.errors.APIError as exc:
+                if exc.status_code not in (404, 409):  # gone already, or a child/container uses it
+                    raise DockerError(f"cannot remove {image_id[:19]}: {_short(exc)}", "remove it by hand") from exc
+        return removed
+
     def containers(self, label: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.api.containers(all=True, filters={"label": label})
         return result

@@ -80,6 +80,10 @@ class SmokeError(PipelineError):
     exit_code = 8
     kind = "smoke"
 
+    def __init__(self, message: str, hint: str = "", smoke_class: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.smoke_class = smoke_class  # the guest's or container's exit status (smoke.CLASSES)
+
 
 class DataplaneError(PipelineError):
     """The dataplane proof failed or could not run."""

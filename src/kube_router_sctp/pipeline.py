@@ -18,7 +18,7 @@ from . import bases, context, fetch, log, patch, render, smoke
 from .cache import Cache, remove_tree
 from .download import Downloader
 from .engine import Engine
-from .errors import ConfigError, RegistryError
+from .errors import ConfigError, RegistryError, SmokeError
 from .fetch import Fetched, KubeRouterTree
 from .patch import PatchedTree
 from .plan import Plan
@@ -271,15 +271,30 @@ class Pipeline:
             # The same digest, reached through the address the smoke host knows.
             image = settings.smoke_registry + image.removeprefix(settings.push[0])
         start = time.monotonic()
-        with log.step("smoke", f"{image} on {engine.describe()}"):
-            result = smoke.on_docker(
-                engine,
-                image,
-                pull=pushed is not None,
-                kube_router_version=self.plan.tag,
-                ipvsadm_version=self.plan.ipvsadm_version,
+        record: dict[str, Any] = {}
+        try:
+            with log.step("smoke", f"{image} on {engine.describe()}"):
+                result = smoke.on_docker(
+                    engine,
+                    image,
+                    pull=pushed is not None,
+                    kube_router_version=self.plan.tag,
+                    ipvsadm_version=self.plan.ipvsadm_version,
+                )
+        except SmokeError as exc:
+            fallback = settings.smoke_fallback_kernel
+            named = settings.smoke_host or smoke_engine is not None
+            if named or exc.smoke_class not in smoke.KERNEL_CLASSES or not fallback:
+                raise
+            # The daemon's kernel, not the image, failed: test the image on a kernel that can.
+            log.loud(
+                f"{engine.describe()} cannot run the smoke test ({exc.message}); smoking on "
+                f"{'Debian' if fallback == 'debian' else fallback}'s kernel under QEMU instead "
+                "(name the node with --smoke-host or --kernel; --fallback-kernel none fails here)"
             )
-        self.report.add("smoke", result.record(), time.monotonic() - start)
+            result = self._kernel_smoke(pushed, None, fallback)
+            record["fallback_from"] = f"{engine.describe()}: {exc.message}"
+        self.report.add("smoke", {**result.record(), **record}, time.monotonic() - start)
         return result
 
     def _smoke_on_kernel(self, pushed: Pushed | None) -> SmokeResult:
@@ -288,7 +303,7 @@ class Pipeline:
         self.report.add("smoke", result.record(), time.monotonic() - start)
         return result
 
-    def _kernel_smoke(self, pushed: Pushed | None, platform: str | None) -> SmokeResult:
+    def _kernel_smoke(self, pushed: Pushed | None, platform: str | None, kernel: str | None = None) -> SmokeResult:
         """Boot --kernel under QEMU with the image's root file system (pulled back by digest
         when pushed, so the very bytes the registry holds are the ones tested). The kernel's
         architecture is the image's: ``--kernel debian`` fetches Debian's for it."""
@@ -297,15 +312,17 @@ class Pipeline:
         from .vm.qemu import arch_of_platform
 
         settings = self.plan.settings
-        assert settings.smoke_kernel is not None
+        kernel = kernel or settings.smoke_kernel
+        assert kernel is not None
         image = pushed.by_digest if pushed else self.build().image_id
         if pushed:
             self.engine.pull(image, platform=platform)
         arch = arch_of_platform(platform or "linux/amd64").name
-        kernel_files = resolve_kernel(settings.smoke_kernel, settings.smoke_modules, self.cache, arch=arch)
+        modules = settings.smoke_modules if kernel == settings.smoke_kernel else None
+        kernel_files = resolve_kernel(kernel, modules, self.cache, arch=arch)
         if kernel_files.arch != arch:
             raise ConfigError(
-                f"--kernel {settings.smoke_kernel} is a {kernel_files.arch} kernel; the image is {platform}",
+                f"--kernel {kernel} is a {kernel_files.arch} kernel; the image is {platform}",
                 "pass --kernel debian (Debian's kernel for each platform) or a kernel of that architecture",
             )
         return kernelsmoke.run(

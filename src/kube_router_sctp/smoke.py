@@ -24,6 +24,9 @@ FLAG = {"sctp": "--sctp-service", "tcp": "--tcp-service", "udp": "--udp-service"
 EXTERNAL_IP = "10.120.10.120"
 FALLBACK_CAPS = ["NET_ADMIN", "NET_RAW", "SYS_MODULE", "SYS_ADMIN"]
 
+# Classes that are about the kernel the check ran on, not about the image.
+KERNEL_CLASSES = (10, 11)
+
 # exit status -> (failure class, the fix)
 CLASSES: dict[int, tuple[str, str]] = {
     10: (
@@ -138,7 +141,9 @@ def interpret(exit_code: int, output: str, where: str) -> None:
     marker = re.search(r"SMOKE-FAIL (\d+) (.*)", output)
     detail = marker[2].strip() if marker else output.strip().splitlines()[-1:] or ["no output"]
     what, fix = CLASSES.get(exit_code, (f"the smoke check exited with status {exit_code}", "see its output above"))
-    raise SmokeError(f"smoke test on {where} failed: {what} ({detail if isinstance(detail, str) else detail[0]})", fix)
+    raise SmokeError(
+        f"smoke test on {where} failed: {what} ({detail if isinstance(detail, str) else detail[0]})", fix, exit_code
+    )
 
 
 def ipvs_table(output: str) -> str:

@@ -72,8 +72,9 @@ def test_full_pipeline_smokes_in_the_vm_then_promotes(vm_docker_host: tuple[str,
 
 
 def test_failed_smoke_leaves_only_the_candidate(tmp_path: Path) -> None:
-    """On this machine's own daemon the kernel has no IPVS: smoke must fail with that class,
-    point at --smoke-host/--kernel, and the registry must hold no release tag."""
+    """On this machine's own daemon the kernel has no IPVS: with the fallback kernel off,
+    smoke must fail with that class, point at --smoke-host/--kernel, and the registry must
+    hold no release tag."""
     engine = env.docker_engine()
     kernel = engine.version().get("KernelVersion", "")
     probe = Path("/proc/net/ip_vs")
@@ -82,7 +83,7 @@ def test_failed_smoke_leaves_only_the_candidate(tmp_path: Path) -> None:
     registry = env.registry()
     ns = env.namespace("itest-nogate")
     report = tmp_path / "r.json"
-    result = env.run_cli(*build_args(registry, ns, report))
+    result = env.run_cli(*build_args(registry, ns, report), "--fallback-kernel", "none")
     assert result.returncode == 8, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("kube-router-sctp: error:")]
     assert len(errors) == 1
@@ -91,6 +92,28 @@ def test_failed_smoke_leaves_only_the_candidate(tmp_path: Path) -> None:
     assert env.registry_tags(f"{ns}/kube-router") == ["v0.3.2-sctp.1-debian-candidate"]
     data = json.loads(report.read_text())
     assert data["status"] == "failed" and "promote" not in data["stages"]
+
+
+def test_daemon_without_ipvs_falls_back_to_debians_kernel(tmp_path: Path) -> None:
+    """The main job with no smoke target named, on a daemon whose kernel has no IPVS: the
+    image is smoked on Debian's kernel under QEMU instead, loudly, and only then released."""
+    if Path("/proc/net/ip_vs").exists():
+        pytest.skip("this daemon's kernel has IPVS; the fallback is not taken")
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("needs qemu-system-x86_64")
+    registry = env.registry()
+    ns = env.namespace("itest-fallback")
+    report = tmp_path / "r.json"
+    result = env.run_cli(*build_args(registry, ns, report))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "cannot run the smoke test (smoke test on" in result.stderr
+    assert "the host kernel has no IPVS" in result.stderr and "--fallback-kernel none" in result.stderr
+    smoke = json.loads(report.read_text())["stages"]["smoke"]
+    assert smoke["passed"] is True and "under QEMU" in smoke["host"]
+    assert "the host kernel has no IPVS" in smoke["fallback_from"]
+    digest = json.loads(report.read_text())["stages"]["push_candidate"]["digest"]
+    assert smoke["image"].endswith(f"@{digest}")
+    assert env.registry_digest(f"{ns}/kube-router", "v0.3.2-sctp.1-debian") == digest
 
 
 def test_doctor_says_the_same_about_this_kernel() -> None:

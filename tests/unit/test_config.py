@@ -99,6 +99,8 @@ def test_broken_toml_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("mirrors.debian", "ftp://mirror.example/debian", "invalid Debian mirror"),
         ("mirrors.go-proxy", 'https://proxy.example/"', "invalid Go module proxy"),
         ("build.image-name", "Kube-Router", "invalid image name"),
+        ("smoke.fallback-kernel", "/nonexistent/linux-image.deb", "neither 'debian', 'none' nor an existing"),
+        ("smoke.fallback-kernel", "ubuntu", "neither 'debian', 'none' nor an existing"),
     ],
 )
 def test_bad_values_are_refused(key: str, value: str, message: str) -> None:
@@ -114,6 +116,11 @@ def test_bad_label_is_refused() -> None:
 def test_missing_ca_bundle_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="CA bundle .* does not exist"):
         config.load({"mirrors.ca-bundle": str(tmp_path / "nope.pem")})
+
+
+def test_fallback_kernel_defaults_to_debian_and_none_turns_it_off() -> None:
+    assert config.load().smoke_fallback_kernel == "debian"
+    assert config.load({"smoke.fallback-kernel": "none"}).smoke_fallback_kernel is None
 
 
 def test_push_target_is_split() -> None:
