@@ -332,7 +332,9 @@ class Pipeline:
     def _smoke_platforms(self, repository: str, entries: dict[str, str], smoke_engine: Engine | None) -> None:
         """Smoke each platform's candidate where a kernel of its architecture can run it:
         every platform with ``--kernel debian`` (arm64 boots under qemu-system-aarch64);
-        otherwise the smoke host's own platform (amd64). A platform left out is said loudly."""
+        otherwise amd64 on the smoke host (or the building daemon, with its fallback) and
+        the other platforms on Debian's kernel of their architecture unless a smoke host was
+        named or the fallback kernel is off. A platform left out is said loudly."""
         from .vm.kernel import resolve as resolve_kernel
         from .vm.qemu import ARCHES
 
@@ -353,6 +355,13 @@ class Pipeline:
                     result = self._kernel_smoke(pushed, platform)
             elif not kernel and platform == "linux/amd64":
                 result = self.smoke(pushed, smoke_engine)
+            elif (
+                arch and not settings.smoke_host and smoke_engine is None and settings.smoke_fallback_kernel == "debian"
+            ):
+                # No Docker host runs a foreign image's ipvsadm (qemu-user has no generic
+                # netlink): a kernel of its architecture under full-system emulation does.
+                with log.step("smoke", f"{platform}: {pushed.by_digest} on Debian's {arch} kernel"):
+                    result = self._kernel_smoke(pushed, platform, "debian")
             else:
                 log.loud(
                     f"{platform} is not smoked: no kernel of its architecture "

@@ -80,7 +80,18 @@ def registry_tags(repository: str) -> list[str]:
 def registry_digest(repository: str, reference: str) -> str | None:
     response = requests.head(
         f"http://{REGISTRY}/v2/{repository}/manifests/{reference}",
-        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        # A manifest list must be asked for as one: to a client that does not accept lists
+        # the registry answers with the linux/amd64 entry's manifest (and its digest).
+        headers={
+            "Accept": ", ".join(
+                (
+                    "application/vnd.docker.distribution.manifest.v2+json",
+                    "application/vnd.docker.distribution.manifest.list.v2+json",
+                    "application/vnd.oci.image.manifest.v1+json",
+                    "application/vnd.oci.image.index.v1+json",
+                )
+            )
+        },
         timeout=10,
     )
     if response.status_code == 404:
