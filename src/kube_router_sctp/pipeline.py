@@ -18,7 +18,7 @@ from . import bases, context, fetch, log, patch, render, smoke
 from .cache import Cache, remove_tree
 from .download import Downloader
 from .engine import Engine
-from .errors import ConfigError, RegistryError, SmokeError
+from .errors import ConfigError, RegistryError, SmokeError, VMError
 from .fetch import Fetched, KubeRouterTree
 from .patch import PatchedTree
 from .plan import Plan
@@ -360,6 +360,10 @@ class Pipeline:
             ):
                 # No Docker host runs a foreign image's ipvsadm (qemu-user has no generic
                 # netlink): a kernel of its architecture under full-system emulation does.
+                missing = self._emulation_missing(arch)
+                if missing:
+                    log.loud(f"{platform} is not smoked: {missing}")
+                    continue
                 with log.step("smoke", f"{platform}: {pushed.by_digest} on Debian's {arch} kernel"):
                     result = self._kernel_smoke(pushed, platform, "debian")
             else:
@@ -375,6 +379,21 @@ class Pipeline:
                 "pass --kernel debian, or include linux/amd64, or --no-smoke to release untested",
             )
         self.report.add("smoke", {"passed": True, "platforms": records}, time.monotonic() - start)
+
+    def _emulation_missing(self, arch: str) -> str | None:
+        """Why Debian's kernel for ``arch`` cannot be booted here (no QEMU for it, no apt
+        that knows the package), or None. Asked only where nobody named a smoke target."""
+        from .vm.kernel import resolve as resolve_kernel
+        from .vm.qemu import ARCHES
+
+        spec = ARCHES[arch]
+        if shutil.which(spec.binary) is None:
+            return f"{spec.binary} is not installed (apt-get install {spec.package}, or pass --kernel)"
+        try:
+            resolve_kernel("debian", None, self.cache, arch=arch)
+        except VMError as exc:
+            return exc.one_line()
+        return None
 
     def promote(self, pushed: Pushed | None) -> dict[str, str]:
         """Put the release tags on the smoked image (locally, and in the registry)."""
