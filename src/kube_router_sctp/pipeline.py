@@ -354,7 +354,9 @@ class Pipeline:
                 with log.step("smoke", f"{platform}: {pushed.by_digest}"):
                     result = self._kernel_smoke(pushed, platform)
             elif not kernel and platform == "linux/amd64":
-                result = self.smoke(pushed, smoke_engine)
+                self.smoke(pushed, smoke_engine)
+                records[platform] = dict(self.report.data["stages"]["smoke"])  # with any fallback_from
+                continue
             elif (
                 arch and not settings.smoke_host and smoke_engine is None and settings.smoke_fallback_kernel == "debian"
             ):
