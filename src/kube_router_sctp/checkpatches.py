@@ -91,10 +91,13 @@ def _new_test_files(patched: PatchedTree) -> list[str]:
 
 
 def _native_overlay(series: Series) -> dict[str, bytes]:
-    """The project's native-SCTP checks for this range, placed by their relative paths."""
-    if series.checks is None:
-        return {}
-    return {p.relative_to(series.checks).as_posix(): p.read_bytes() for p in sorted(series.checks.rglob("*_test.go"))}
+    """The project's native-SCTP checks for this range, placed by their relative paths;
+    a later layer replaces a file of the same path in an earlier one."""
+    return {
+        path.relative_to(layer).as_posix(): path.read_bytes()
+        for layer in series.checks
+        for path in sorted(layer.rglob("*_test.go"))
+    }
 
 
 def _run_in_toolchain(

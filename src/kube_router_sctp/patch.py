@@ -37,7 +37,8 @@ class Series:
     directory: Path | None
     compat: tuple[str, ...] = ()  # patches that only make the release run, no SCTP change
     control_of: str | None = None  # set on a negative-control cut of a series
-    checks: Path | None = None  # native series: tests proving upstream's SCTP is there
+    # native series: directories of tests proving upstream's SCTP is there, layered in order
+    checks: tuple[Path, ...] = ()
     test_run: Mapping[str, str] = dataclasses.field(default_factory=dict)  # package -> go test -run
 
     def matches(self, version: semver.Version) -> bool:
@@ -144,11 +145,13 @@ def load_index(root: Path | None = None) -> list[Series]:
         for item in compat:
             if directory is None or not (directory / item).is_file() or "/" in item:
                 raise PatchError(f"series {name}: compat patch {item!r} is not in its directory", "fix the index")
-        checks = None
-        if native and entry.get("checks"):
-            checks = base / NATIVE_CHECKS / str(entry["checks"])
-            if "/" in str(entry["checks"]) or not checks.is_dir():
-                raise PatchError(f"series {name}: checks {entry['checks']!r} is not in {NATIVE_CHECKS}/", "fix it")
+        checks: tuple[Path, ...] = ()
+        if native:
+            for item in (str(c) for c in entry.get("checks", [])):
+                layer = base / NATIVE_CHECKS / item
+                if "/" in item or not layer.is_dir():
+                    raise PatchError(f"series {name}: checks {item!r} is not in {NATIVE_CHECKS}/", "fix it")
+                checks += (layer,)
         test_run = {str(k): str(v) for k, v in entry.get("test-run", {}).items()}
         for package, pattern in test_run.items():
             if "'" in pattern or "\n" in pattern:
