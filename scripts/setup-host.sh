@@ -11,7 +11,7 @@ sudo=""
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-packages=(docker-registry apache2-utils qemu-system-x86 qemu-system-arm qemu-utils qemu-user-static
+packages=(docker-registry apache2-utils cpio qemu-system-x86 qemu-system-arm qemu-utils qemu-user-static
           binfmt-support debootstrap e2fsprogs kmod git python3-venv ca-certificates curl iproute2)
 # Keep a Docker that is already installed (docker-ce, moby on CI runners); else Debian's.
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)

@@ -1,5 +1,6 @@
 """Shared fixtures. Unit tests need nothing; integration tests say what they need in
-their markers and skip with the reason when it is absent."""
+their markers and get it from the fixtures here (a missing part skips, naming it, or
+fails the run under ``CI=true``)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,43 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import after_suite, env
+from tests.support.upstream import Upstream, resolve
+
+# Resolved before any test isolates itself from the user's configuration, exactly as the
+# main command resolves build.kube-router-source.
+UPSTREAM = resolve()
+
+# The build every integration test shares when it needs "an image": patched kube-router
+# v0.3.2 on the debian family with ipvsadm 1.31 (what this machine can build).
+V032_DEBIAN = ("--kube-router-version", "v0.3.2", "--base-family", "debian", "--ipvsadm-version", "1.31")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under CI=true a run that needs upstream source and has none stops before it starts,
+    with one line saying how to configure it."""
+    needs = [item for item in items if "upstream" in getattr(item, "fixturenames", ())]
+    if needs and env.in_ci() and UPSTREAM.source is None:
+        pytest.exit(f"CI=true: {len(needs)} selected test(s) need kube-router source, but {UPSTREAM.reason()}", 1)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """Say in the run's last lines (after the short summary, before the counts) when
+    tests were skipped for lack of source."""
+    result = yield
+    skipped = terminalreporter.stats.get("skipped", [])
+    lacking = [r for r in skipped if "no kube-router source" in str(getattr(r, "longrepr", ""))]
+    if lacking:
+        terminalreporter.write_sep("!", f"{len(lacking)} test(s) skipped for lack of kube-router source", red=True)
+        terminalreporter.write_line(UPSTREAM.reason())
+    return result
+
 
 @pytest.fixture(autouse=True)
 def _isolated_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Keep unit tests away from the user's config and environment overrides."""
-    if os.environ.get("KRS_TEST_USE_USER_CONFIG") == "1":
-        yield
-        return
+    """Keep tests away from the user's config and environment overrides: what a test
+    needs from them (the kube-router source) it gets from a fixture, explicitly."""
     for key in list(os.environ):
         if key.startswith("KUBE_ROUTER_SCTP_") and key != "KUBE_ROUTER_SCTP_PROJECT_DIR":
             monkeypatch.delenv(key)
@@ -24,66 +55,37 @@ def _isolated_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _after_suite() -> Iterator[None]:
+    """The session finaliser: checks that hold after everything else ran."""
+    yield
+    problems = after_suite.problems()
+    assert not problems, "after the suite: " + "; ".join(problems)
+
+
 @pytest.fixture
 def project_dir() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def _real_user_source() -> str | None:
-    """The kube-router source the user configured (read before tests isolate the config)."""
-    from kube_router_sctp import config
-
-    explicit = os.environ.get("KUBE_ROUTER_SCTP_KUBE_ROUTER_SOURCE")
-    if explicit:
-        return explicit
-    path = config.user_config_path()
-    if not path.is_file():
-        return None
-    import tomllib
-
-    value = tomllib.loads(path.read_text()).get("build", {}).get("kube-router-source")
-    return str(value) if value else None
-
-
-REAL_USER_SOURCE = _real_user_source()
-
-
-def upstream_source_for(version: str) -> str | None:
-    """A kube-router source usable for ``version``, or skip the test saying why.
-
-    Tests never name a path of this machine: the source comes from the user's
-    configuration (build.kube-router-source, or KUBE_ROUTER_SCTP_KUBE_ROUTER_SOURCE), or
-    the pipeline's cache already holds the pinned tree (then None: the default source is
-    never contacted, the cached tree is used).
-    """
-    from kube_router_sctp import config
-    from kube_router_sctp.cache import Cache
-
-    if REAL_USER_SOURCE and Path(REAL_USER_SOURCE).exists():
-        return REAL_USER_SOURCE
-    settings = config.load({"build.kube-router-version": version})
-    pin = settings.data["kube-router"]["releases"].get(version, {})
-    cache = Cache(settings.cache_dir)
-    if pin and cache.tree_path(pin["tree-sha256"]).is_dir():
-        return None
-    pytest.skip(
-        f"no kube-router source for {version}: set build.kube-router-source in "
-        f"{config.user_config_path()} (a git mirror of kube-router) or fill the cache once"
-    )
+@pytest.fixture(scope="session")
+def upstream() -> Upstream:
+    """Upstream kube-router source, the one way every test gets it."""
+    return UPSTREAM
 
 
 @pytest.fixture(scope="session")
-def debian_image() -> str:
-    """The debian-family image of patched kube-router v0.3.2 with ipvsadm 1.31, built by the
-    pipeline itself (a cache hit after the first build). Tests that need a real image use
-    this rather than hoping an earlier run left one behind."""
-    from tests.support import env
+def v032_debian_args(upstream: Upstream) -> list[str]:
+    """CLI arguments of the shared v0.3.2 / debian / ipvsadm 1.31 build, source included."""
+    return [*upstream.args("v0.3.2"), *V032_DEBIAN]
 
+
+@pytest.fixture(scope="session")
+def debian_image(v032_debian_args: list[str]) -> str:
+    """The shared build's image, built by the pipeline itself (a cache hit after the first
+    build). Tests that need a real image use this rather than hoping an earlier run left
+    one behind."""
     env.docker_engine()
-    source = upstream_source_for("v0.3.2")
-    args = ["build", "--kube-router-version", "v0.3.2", "--base-family", "debian", "--ipvsadm-version", "1.31", "-q"]
-    if source:
-        args += ["--kube-router-source", source]
-    result = env.run_cli(*args)
+    result = env.run_cli("build", *v032_debian_args, "-q")
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.split()[0]

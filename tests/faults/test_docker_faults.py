@@ -14,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import upstream_source_for
+from tests.conftest import V032_DEBIAN
 from tests.support import env
 from tests.support.tcpproxy import CuttableProxy
+from tests.support.upstream import Upstream
 
 pytestmark = [pytest.mark.docker, pytest.mark.upstream, pytest.mark.slow]
 SOCKET = "/var/run/docker.sock"
-
-
-def base_args() -> list[str]:
-    source = upstream_source_for("v0.3.2")
-    return [*(["--kube-router-source", source] if source else []), "--kube-router-version", "v0.3.2",
-            "--base-family", "debian", "--ipvsadm-version", "1.31"]  # fmt: skip
 
 
 def containers() -> set[str]:
@@ -39,23 +34,23 @@ def error_line(stderr: str) -> str:
     return lines[0]
 
 
-def test_no_daemon(tmp_path: Path) -> None:
-    result = env.run_cli("build", *base_args(), "--docker-host", f"unix://{tmp_path}/no.sock")
+def test_no_daemon(tmp_path: Path, v032_debian_args: list[str]) -> None:
+    result = env.run_cli("build", *v032_debian_args, "--docker-host", f"unix://{tmp_path}/no.sock")
     assert result.returncode == 6
     line = error_line(result.stderr)
     assert "the Docker daemon at unix://" in line and "is not reachable" in line
     assert "start dockerd" in line
 
 
-def test_daemon_gone_during_the_build(tmp_path: Path, debian_image: str) -> None:
+def test_daemon_gone_during_the_build(tmp_path: Path, debian_image: str, v032_debian_args: list[str]) -> None:
     if not Path(SOCKET).exists():
-        pytest.skip("needs the local Docker socket")
+        env.missing("needs the local Docker socket")
     before = containers()
     proxy = CuttableProxy(SOCKET, listen_unix=tmp_path / "docker.sock")
     proxy.cut_after = 20 << 20  # gone while the 60 MiB context is on its way
     try:
         report = tmp_path / "r.json"
-        result = env.run_cli("build", *base_args(), "--docker-host", proxy.address, "--report", str(report))
+        result = env.run_cli("build", *v032_debian_args, "--docker-host", proxy.address, "--report", str(report))
     finally:
         proxy.close()
     assert proxy.cut.is_set()
@@ -67,9 +62,9 @@ def test_daemon_gone_during_the_build(tmp_path: Path, debian_image: str) -> None
     assert containers() <= before
 
 
-def test_failing_build_step_is_named(tmp_path: Path, debian_image: str) -> None:
+def test_failing_build_step_is_named(tmp_path: Path, debian_image: str, v032_debian_args: list[str]) -> None:
     before = containers()
-    result = env.run_cli("build", *base_args(), "--debian-mirror", "http://127.0.0.1:9/debian")
+    result = env.run_cli("build", *v032_debian_args, "--debian-mirror", "http://127.0.0.1:9/debian")
     assert result.returncode == 6
     line = error_line(result.stderr)
     assert "image build failed at step" in line and "apt-get" in line
@@ -77,21 +72,25 @@ def test_failing_build_step_is_named(tmp_path: Path, debian_image: str) -> None:
     assert containers() <= before  # forcerm: the failed step's container is gone
 
 
-def test_full_disk_names_the_place_and_keeps_nothing_half_written(tmp_path: Path, debian_image: str) -> None:
+def test_full_disk_names_the_place_and_keeps_nothing_half_written(
+    tmp_path: Path, debian_image: str, upstream: Upstream
+) -> None:
+    # A cache of its own: the default cache cannot serve the tree, the configured source must.
+    v032_debian_args = ["--kube-router-source", upstream.repository(), *V032_DEBIAN]
     if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs")
+        env.missing("needs root to mount a small tmpfs")
     cache = tmp_path / "cache"
     cache.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", str(cache)], check=False).returncode:
-        pytest.skip("cannot mount a tmpfs here")
+        env.missing("cannot mount a tmpfs here")
     try:
-        fetched = env.run_cli("fetch", *base_args(), "--cache-dir", str(cache))
+        fetched = env.run_cli("fetch", *v032_debian_args, "--cache-dir", str(cache))
         assert fetched.returncode == 0, fetched.stderr[-2000:]
         # Shrink the file system to what the cache holds plus a little: a 60 MiB context cannot fit.
         used = int(subprocess.run(["du", "-sm", str(cache)], capture_output=True, text=True).stdout.split()[0])
         subprocess.run(["mount", "-o", f"remount,size={used + 8}m", str(cache)], check=True)
         report = tmp_path / "r.json"
-        result = env.run_cli("build", *base_args(), "--cache-dir", str(cache), "--report", str(report))
+        result = env.run_cli("build", *v032_debian_args, "--cache-dir", str(cache), "--report", str(report))
         assert result.returncode == 1
         line = error_line(result.stderr)
         assert "No space left on device" in line and str(cache) in line
@@ -103,15 +102,15 @@ def test_full_disk_names_the_place_and_keeps_nothing_half_written(tmp_path: Path
         subprocess.run(["umount", str(cache)], check=False)
 
 
-def test_ctrl_c_during_the_build(tmp_path: Path, debian_image: str) -> None:
+def test_ctrl_c_during_the_build(tmp_path: Path, debian_image: str, v032_debian_args: list[str]) -> None:
     if not Path(SOCKET).exists():
-        pytest.skip("needs the local Docker socket")
+        env.missing("needs the local Docker socket")
     before = containers()
     proxy = CuttableProxy(SOCKET, listen_unix=tmp_path / "docker.sock")
     proxy.delay = 0.01  # a slow link, so the build is still running when Ctrl-C comes
     report = tmp_path / "r.json"
     child = subprocess.Popen(
-        [sys.executable, str(env.PROJECT / "build.py"), "build", *base_args(), "--docker-host", proxy.address,
+        [sys.executable, str(env.PROJECT / "build.py"), "build", *v032_debian_args, "--docker-host", proxy.address,
          "--report", str(report)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=env.PROJECT,
     )  # fmt: skip

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REAL_USER_SOURCE
 from tests.support import env
+from tests.support.upstream import Upstream
 
 
 def error_line(stderr: str) -> str:
@@ -87,11 +87,9 @@ def test_patch_index_pointing_outside_patches(tmp_path: Path) -> None:
     assert "does not name a directory inside patches/kube-router" in error_line(result.stderr)
 
 
-def test_moved_tag_is_refused_unless_the_pin_is_updated(tmp_path: Path) -> None:
-    if not REAL_USER_SOURCE or not Path(REAL_USER_SOURCE).exists():
-        pytest.skip("needs a kube-router git mirror (build.kube-router-source in the user config)")
+def test_moved_tag_is_refused_unless_the_pin_is_updated(tmp_path: Path, upstream: Upstream) -> None:
     repo = tmp_path / "kube-router.git"
-    subprocess.run(["git", "clone", "-q", "--mirror", "--shared", REAL_USER_SOURCE, str(repo)], check=True)
+    subprocess.run(["git", "clone", "-q", "--mirror", "--shared", upstream.repository(), str(repo)], check=True)
     subprocess.run(["git", f"--git-dir={repo}", "tag", "-f", "v0.3.2", "v0.3.1"], check=True, capture_output=True)
     result = env.run_cli("patch", "--kube-router-source", str(repo), "--cache-dir", str(tmp_path / "cache"))
     assert result.returncode == 4

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import upstream_source_for
 from tests.support import env
 from tests.support.registry import docker_config, registry
 from tests.support.tcpproxy import CuttableProxy
@@ -19,14 +18,14 @@ pytestmark = [pytest.mark.docker, pytest.mark.upstream, pytest.mark.slow]
 PASSWORD = "s3cret-Pa55-krs-test"
 
 
-def pipeline(push: str, report: Path, *extra: str, env_vars: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    source = upstream_source_for("v0.3.2")
-    args = [
-        *(["--kube-router-source", source] if source else []),
-        "--kube-router-version", "v0.3.2", "--base-family", "debian", "--ipvsadm-version", "1.31",
-        "--push", push, "--report", str(report), *extra,
-    ]  # fmt: skip
-    return env.run_cli(*args, env=env_vars)
+@pytest.fixture
+def pipeline(v032_debian_args: list[str]):  # type: ignore[no-untyped-def]
+    """Run the shared build's whole job against a registry."""
+
+    def run(push: str, report: Path, *extra: str, env_vars: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        return env.run_cli(*v032_debian_args, "--push", push, "--report", str(report), *extra, env=env_vars)
+
+    return run
 
 
 def error_line(stderr: str) -> str:
@@ -41,7 +40,7 @@ def assert_no_secret(*texts: str) -> None:
         assert "czNjcmV0" not in text  # no base64 of it either (user:password starts differently; belt and braces)
 
 
-def test_registry_down_before_push(tmp_path: Path, debian_image: str) -> None:
+def test_registry_down_before_push(tmp_path: Path, debian_image: str, pipeline) -> None:
     report = tmp_path / "r.json"
     result = pipeline("127.0.0.1:9/down", report, "--no-smoke")
     assert result.returncode == 7
@@ -51,7 +50,7 @@ def test_registry_down_before_push(tmp_path: Path, debian_image: str) -> None:
     assert json.loads(report.read_text())["status"] == "failed"
 
 
-def test_registry_stopped_in_the_middle_of_a_push(tmp_path: Path, debian_image: str) -> None:
+def test_registry_stopped_in_the_middle_of_a_push(tmp_path: Path, debian_image: str, pipeline) -> None:
     with registry(tmp_path / "reg") as reg:
         host, port = reg.address.split(":")
         proxy = CuttableProxy((host, int(port)))
@@ -75,7 +74,7 @@ def tls_registry(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield reg
 
 
-def test_tls_htpasswd_with_good_credentials(tmp_path: Path, tls_registry, debian_image: str) -> None:  # type: ignore[no-untyped-def]
+def test_tls_htpasswd_with_good_credentials(tmp_path: Path, tls_registry, debian_image: str, pipeline) -> None:
     config = docker_config(tmp_path, tls_registry.address, "ci", PASSWORD)
     report = tmp_path / "r.json"
     result = pipeline(
@@ -87,7 +86,7 @@ def test_tls_htpasswd_with_good_credentials(tmp_path: Path, tls_registry, debian
     assert_no_secret(result.stdout, result.stderr, report.read_text())
 
 
-def test_tls_htpasswd_with_a_wrong_password(tmp_path: Path, tls_registry, debian_image: str) -> None:  # type: ignore[no-untyped-def]
+def test_tls_htpasswd_with_a_wrong_password(tmp_path: Path, tls_registry, debian_image: str, pipeline) -> None:
     config = docker_config(tmp_path, tls_registry.address, "ci", PASSWORD + "-wrong")
     report = tmp_path / "r.json"
     result = pipeline(f"{tls_registry.address}/auth", report, "--no-smoke", env_vars={"DOCKER_CONFIG": str(config)})
@@ -100,7 +99,7 @@ def test_tls_htpasswd_with_a_wrong_password(tmp_path: Path, tls_registry, debian
     assert_no_secret(result.stdout, result.stderr, report.read_text())
 
 
-def test_tls_htpasswd_without_credentials(tmp_path: Path, tls_registry, debian_image: str) -> None:  # type: ignore[no-untyped-def]
+def test_tls_htpasswd_without_credentials(tmp_path: Path, tls_registry, debian_image: str, pipeline) -> None:
     empty = tmp_path / "empty-docker-config"
     empty.mkdir()
     (empty / "config.json").write_text("{}")
@@ -112,7 +111,7 @@ def test_tls_htpasswd_without_credentials(tmp_path: Path, tls_registry, debian_i
     assert tls_registry.tags("auth/kube-router", auth=("ci", PASSWORD)) == []
 
 
-def test_read_only_registry(tmp_path: Path, debian_image: str) -> None:
+def test_read_only_registry(tmp_path: Path, debian_image: str, pipeline) -> None:
     with registry(tmp_path / "ro", readonly=True) as reg:
         result = pipeline(f"{reg.address}/ro", tmp_path / "r.json", "--no-smoke")
         assert result.returncode == 7

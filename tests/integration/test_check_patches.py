@@ -16,8 +16,8 @@ import pytest
 
 from kube_router_sctp import config, patch
 from kube_router_sctp.validate import semver_of
-from tests.conftest import upstream_source_for
 from tests.support import env
+from tests.support.upstream import Upstream
 
 pytestmark = [pytest.mark.docker, pytest.mark.upstream, pytest.mark.slow]
 
@@ -45,16 +45,15 @@ def ca_bundle() -> list[str]:
 PROXY_REFUSAL = re.compile(r"check-patches could not build (.*) — ")
 
 
-def check_patches(version: str, table: Path) -> subprocess.CompletedProcess[str]:
-    source = upstream_source_for(version)
+def check_patches(version: str, table: Path, upstream: Upstream) -> subprocess.CompletedProcess[str]:
     return env.run_cli(
         "check-patches", "--versions", version, "--control", "--base-family", "debian", *ca_bundle(),
-        *(["--kube-router-source", source] if source else []), "--table", str(table), timeout=3600,
+        *upstream.args(version), "--table", str(table), timeout=3600,
     )  # fmt: skip
 
 
 @pytest.mark.parametrize(("series", "versions"), releases_per_series(), ids=[s for s, _ in releases_per_series()])
-def test_series_passes_check_patches(series: str, versions: list[str], tmp_path: Path) -> None:
+def test_series_passes_check_patches(series: str, versions: list[str], tmp_path: Path, upstream: Upstream) -> None:
     """The newest release of the series that this machine can build passes every check.
 
     A release is passed over only when the Go proxy refused one of its modules (the
@@ -62,7 +61,7 @@ def test_series_passes_check_patches(series: str, versions: list[str], tmp_path:
     refused = []
     for version in versions:
         table = tmp_path / f"{version}.md"
-        result = check_patches(version, table)
+        result = check_patches(version, table, upstream)
         refusal = PROXY_REFUSAL.search(result.stderr)
         if result.returncode != 0 and refusal:
             refused.append(refusal.group(1))
@@ -77,7 +76,7 @@ def test_series_passes_check_patches(series: str, versions: list[str], tmp_path:
     pytest.skip(f"no release of series {series} can be built on this machine: " + "; ".join(refused))
 
 
-def test_a_broken_series_fails_check_patches(tmp_path: Path) -> None:
+def test_a_broken_series_fails_check_patches(tmp_path: Path, upstream: Upstream) -> None:
     """A series whose test cannot pass must turn the table red (the check can fail)."""
     import shutil
 
@@ -89,10 +88,8 @@ def test_a_broken_series_fails_check_patches(tmp_path: Path) -> None:
     text = tests.read_text()
     tests.write_text(text.replace('"sctp"', '"sctp-broken"', 1))
     assert tests.read_text() != text
-    source = upstream_source_for("v0.3.2")
     result = env.run_cli(
-        "check-patches", "--versions", "v0.3.2", "--base-family", "debian",
-        *(["--kube-router-source", source] if source else []),
+        "check-patches", "--versions", "v0.3.2", "--base-family", "debian", *upstream.args("v0.3.2"),
         env={"KUBE_ROUTER_SCTP_PROJECT_DIR": str(project)}, timeout=3600,
     )  # fmt: skip
     assert result.returncode == 5

@@ -15,7 +15,6 @@ root for the VM disk's first build, and the kube-router source (user config or c
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from typing import Any
 import pytest
 
 from kube_router_sctp import config
-from tests.conftest import upstream_source_for
 from tests.support import env
+from tests.support.upstream import Upstream
 
 PROTOCOLS = {"SCTP", "TCP", "UDP"}
 ADDRESSES = {"ClusterIP", "NodePort", "ExternalIP"}
@@ -35,8 +34,7 @@ MODULE_ERA = {"v2.7.1"}
 @pytest.fixture(scope="module")
 def node_prerequisites() -> None:
     """Skip, saying what is missing, when the node cannot be booted here."""
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("needs qemu-system-x86_64: apt-get install qemu-system-x86")
+    env.require_binary("qemu-system-x86_64", "qemu-system-x86")
     env.docker_engine()
     from kube_router_sctp.cache import Cache
     from kube_router_sctp.errors import VMError
@@ -45,7 +43,7 @@ def node_prerequisites() -> None:
     try:
         debian_kernel_deb(Cache(config.load().cache_dir))
     except VMError as exc:
-        pytest.skip(f"needs Debian's kernel package: {exc.one_line()}")
+        env.missing(f"needs Debian's kernel package: {exc.one_line()}")
 
 
 def _series_exists(version: str) -> bool:
@@ -71,13 +69,12 @@ def _ca_bundle() -> list[str]:
     return []
 
 
-def build(version: str, *, control: bool) -> str:
+def build(version: str, upstream: Upstream, *, control: bool) -> str:
     """The image of ``version`` (patched, or the negative control), built by the pipeline."""
     if not _series_exists(version):
         pytest.skip(f"no patch series for kube-router {version} yet (patches/kube-router/series.toml)")
-    source = upstream_source_for(version)
     args = ["build", "--kube-router-version", version, "--base-family", "debian", "--ipvsadm-version", "1.31", "-q"]
-    args += ["--kube-router-source", source] if source else []
+    args += upstream.args(version)
     args += _ca_bundle() if version in MODULE_ERA else []
     args += ["--negative-control"] if control else []
     result = env.run_cli(*args, timeout=3600)
@@ -95,10 +92,14 @@ def cells(run: dict[str, Any]) -> dict[tuple[str, str], bool]:
 @pytest.mark.upstream
 @pytest.mark.slow
 def test_patched_image_forwards_sctp_and_its_control_does_not(
-    version: str, node_prerequisites: None, tmp_path: Path, record_property: pytest.RecordProperty
+    version: str,
+    node_prerequisites: None,
+    tmp_path: Path,
+    record_property: pytest.RecordProperty,
+    upstream: Upstream,
 ) -> None:
-    candidate = build(version, control=False)
-    control = build(version, control=True)
+    candidate = build(version, upstream, control=False)
+    control = build(version, upstream, control=True)
     results = tmp_path / f"dataplane-{version}"
     result = env.run_cli("verify", candidate, "--control", control, "--results", str(results), timeout=1800)
     data = json.loads(results.with_name(f"{results.name}.json").read_text())

@@ -9,32 +9,27 @@ emulation is what makes the arm64 check real; the binaries are also run under bi
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
 
 from kube_router_sctp.engine import Engine
-from tests.conftest import upstream_source_for
 from tests.support import env
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.upstream, pytest.mark.vm, pytest.mark.slow]
 
 
-def test_two_platform_manifest_list_runs_on_both(tmp_path: Path) -> None:
+def test_two_platform_manifest_list_runs_on_both(tmp_path: Path, v032_debian_args: list[str]) -> None:
     if not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
-        pytest.skip("needs arm64 binfmt emulation (qemu-user-static; scripts/setup-host.sh enables it)")
-    for binary in ("qemu-system-x86_64", "qemu-system-aarch64"):
-        if shutil.which(binary) is None:
-            pytest.skip(f"needs {binary} (scripts/setup-host.sh installs it)")
+        env.missing("needs arm64 binfmt emulation (qemu-user-static; scripts/setup-host.sh enables it)")
+    env.require_binary("qemu-system-x86_64", "qemu-system-x86")
+    env.require_binary("qemu-system-aarch64", "qemu-system-arm")
     registry = env.registry()
     ns = env.namespace("itest-multiarch")
     report = tmp_path / "r.json"
-    source = upstream_source_for("v0.3.2")
     result = env.run_cli(
-        *(["--kube-router-source", source] if source else []), "--kube-router-version", "v0.3.2",
-        "--base-family", "debian", "--ipvsadm-version", "1.31", "--platform", "linux/amd64",
+        *v032_debian_args, "--platform", "linux/amd64",
         "--platform", "linux/arm64", "--push", f"{registry}/{ns}", "--kernel", "debian",
         "--report", str(report), timeout=5400,
     )  # fmt: skip

@@ -10,31 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import upstream_source_for
 from tests.support import env
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.upstream, pytest.mark.slow]
 
 
-def source_args(version: str) -> list[str]:
-    source = upstream_source_for(version)
-    return ["--kube-router-source", source] if source else []
-
-
 @pytest.fixture(scope="module")
-def pushed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def pushed(tmp_path_factory: pytest.TempPathFactory, v032_debian_args: list[str]) -> dict[str, object]:
     engine = env.docker_engine()
     registry = env.registry()
     ns = env.namespace("itest-backbone")
     report = tmp_path_factory.mktemp("backbone") / "r.json"
     args = [
-        *source_args("v0.3.2"),
-        "--kube-router-version",
-        "v0.3.2",
-        "--base-family",
-        "debian",
-        "--ipvsadm-version",
-        "1.31",
+        *v032_debian_args,
         "--push",
         f"{registry}/{ns}",
         "--kernel",

@@ -7,18 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import upstream_source_for
 from tests.support import env
 
 pytestmark = [pytest.mark.docker, pytest.mark.upstream, pytest.mark.slow]
 BINARIES = ("usr/local/bin/kube-router", "usr/local/bin/gobgp", "usr/local/sbin/ipvsadm")
 
 
-def clean_build() -> str:
-    source = upstream_source_for("v0.3.2")
-    args = ["build", *(["--kube-router-source", source] if source else []), "--kube-router-version", "v0.3.2",
-            "--base-family", "debian", "--ipvsadm-version", "1.31", "--no-cache", "-q"]  # fmt: skip
-    result = env.run_cli(*args, timeout=3600)
+def clean_build(v032_debian_args: list[str]) -> str:
+    result = env.run_cli("build", *v032_debian_args, "--no-cache", "-q", timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.split()[1]  # the image id
 
@@ -34,14 +30,14 @@ def digests(image: str, dest: Path) -> dict[str, str]:
     return out
 
 
-def test_two_clean_builds_give_identical_binaries(tmp_path: Path) -> None:
+def test_two_clean_builds_give_identical_binaries(tmp_path: Path, v032_debian_args: list[str]) -> None:
     engine = env.docker_engine()
     before = engine.image_ids()
-    first_image = clean_build()
+    first_image = clean_build(v032_debian_args)
     first_build = engine.image_ids(dangling=True) - before  # the first build's stages
     try:
         first = digests(first_image, tmp_path / "one")
-        second = digests(clean_build(), tmp_path / "two")
+        second = digests(clean_build(v032_debian_args), tmp_path / "two")
         assert first == second
     finally:
         # The second build's layers stay as the build cache; the first's are garbage.

@@ -4,7 +4,6 @@ kernel -> release tags. A release tag never points at an image that failed smoke
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,34 +12,25 @@ import pytest
 from kube_router_sctp import config
 from kube_router_sctp.cache import Cache
 from kube_router_sctp.errors import VMError
-from tests.conftest import upstream_source_for
 from tests.support import env
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.upstream, pytest.mark.vm, pytest.mark.slow]
 
 
-def build_args(registry: str, ns: str, report: Path) -> list[str]:
-    source = upstream_source_for("v0.3.2")
-    return [
-        *(["--kube-router-source", source] if source else []),
-        "--kube-router-version",
-        "v0.3.2",
-        "--base-family",
-        "debian",
-        "--ipvsadm-version",
-        "1.31",
-        "--push",
-        f"{registry}/{ns}",
-        "--report",
-        str(report),
-    ]
+@pytest.fixture
+def build_args(v032_debian_args: list[str]):  # type: ignore[no-untyped-def]
+    """The shared build's whole job, pushed to ``registry/ns``, reported to ``report``."""
+
+    def args(registry: str, ns: str, report: Path) -> list[str]:
+        return [*v032_debian_args, "--push", f"{registry}/{ns}", "--report", str(report)]
+
+    return args
 
 
 @pytest.fixture(scope="module")
 def vm_docker_host() -> Iterator[tuple[str, str]]:
     """A fresh Docker host on Debian's kernel (QEMU), its API on a loopback port."""
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("needs qemu-system-x86_64: apt-get install qemu-system-x86")
+    env.require_binary("qemu-system-x86_64", "qemu-system-x86")
     from kube_router_sctp.vm import dockerhost
 
     cache = Cache(config.load().cache_dir)
@@ -51,7 +41,9 @@ def vm_docker_host() -> Iterator[tuple[str, str]]:
         pytest.fail(f"the Docker-host VM did not come up: {exc.one_line()}")
 
 
-def test_full_pipeline_smokes_in_the_vm_then_promotes(vm_docker_host: tuple[str, str], tmp_path: Path) -> None:
+def test_full_pipeline_smokes_in_the_vm_then_promotes(
+    vm_docker_host: tuple[str, str], tmp_path: Path, build_args
+) -> None:
     registry = env.registry()
     ns = env.namespace("itest-gate")
     report = tmp_path / "r.json"
@@ -71,7 +63,7 @@ def test_full_pipeline_smokes_in_the_vm_then_promotes(vm_docker_host: tuple[str,
     assert "SCTP" in result.stderr and "Masq" in result.stderr  # the ipvsadm -Ln table is shown
 
 
-def test_failed_smoke_leaves_only_the_candidate(tmp_path: Path) -> None:
+def test_failed_smoke_leaves_only_the_candidate(tmp_path: Path, build_args) -> None:
     """On this machine's own daemon the kernel has no IPVS: with the fallback kernel off,
     smoke must fail with that class, point at --smoke-host/--kernel, and the registry must
     hold no release tag."""
@@ -94,13 +86,12 @@ def test_failed_smoke_leaves_only_the_candidate(tmp_path: Path) -> None:
     assert data["status"] == "failed" and "promote" not in data["stages"]
 
 
-def test_daemon_without_ipvs_falls_back_to_debians_kernel(tmp_path: Path) -> None:
+def test_daemon_without_ipvs_falls_back_to_debians_kernel(tmp_path: Path, build_args) -> None:
     """The main job with no smoke target named, on a daemon whose kernel has no IPVS: the
     image is smoked on Debian's kernel under QEMU instead, loudly, and only then released."""
     if Path("/proc/net/ip_vs").exists():
         pytest.skip("this daemon's kernel has IPVS; the fallback is not taken")
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("needs qemu-system-x86_64")
+    env.require_binary("qemu-system-x86_64", "qemu-system-x86")
     registry = env.registry()
     ns = env.namespace("itest-fallback")
     report = tmp_path / "r.json"
@@ -125,10 +116,9 @@ def test_doctor_says_the_same_about_this_kernel() -> None:
     assert "--smoke-host" in result.stdout and "--kernel" in result.stdout
 
 
-def test_kernel_mode_gates_the_release(tmp_path: Path) -> None:
+def test_kernel_mode_gates_the_release(tmp_path: Path, build_args) -> None:
     """The main job with --kernel debian: smoke boots Debian's kernel with the pushed image."""
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("needs qemu-system-x86_64")
+    env.require_binary("qemu-system-x86_64", "qemu-system-x86")
     registry = env.registry()
     ns = env.namespace("itest-kernel")
     report = tmp_path / "r.json"

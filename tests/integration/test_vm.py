@@ -51,12 +51,12 @@ def cache() -> Cache:
 
 @pytest.fixture(scope="module")
 def debian_kernel(cache: Cache) -> KernelFiles:
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("needs qemu-system-x86_64: apt-get install qemu-system-x86")
+    env.require_binary("qemu-system-x86_64", "qemu-system-x86")
     try:
         return from_deb(debian_kernel_deb(cache), cache)
     except VMError as exc:
-        pytest.skip(f"needs Debian's kernel package: {exc.one_line()}")
+        env.missing(f"needs Debian's kernel package: {exc.one_line()}")
+        raise
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_docker_host_vm_runs_the_smoke_check_on_a_pulled_image(  # type: ignore[
     engine, good_image, debian_kernel, cache, record_property
 ) -> None:
     if os.geteuid() != 0 or shutil.which("debootstrap") is None:
-        pytest.skip("building the Docker-host disk needs root and debootstrap")
+        env.missing("building the Docker-host disk needs root and debootstrap")
     registry = env.registry()
     namespace = env.namespace("vm")
     if not registry.startswith(("127.0.0.1:", "localhost:")):

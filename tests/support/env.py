@@ -1,9 +1,12 @@
 """What the integration tests need from the machine, found at run time (never a path
-written into the repository), each with the reason to skip when it is absent."""
+written into the repository). A missing part is a skip that names it, except under
+``CI=true``: there the machine is supposed to have everything (``.ci/run`` installs and
+starts it), so a missing part fails the test instead of hiding behind a skip."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -16,6 +19,25 @@ PROJECT = Path(__file__).resolve().parents[2]
 REGISTRY = os.environ.get("KRS_TEST_REGISTRY", "127.0.0.1:5000")
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing(reason: str) -> None:
+    """A part the test needs is absent: skip saying what, or fail under ``CI=true``."""
+    if in_ci():
+        pytest.fail(f"CI=true and a part is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_binary(binary: str, package: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        missing(f"needs {binary}: apt-get install {package} (scripts/setup-host.sh installs it)")
+    assert path is not None
+    return path
+
+
 def docker_engine():  # type: ignore[no-untyped-def]
     from kube_router_sctp.engine import Engine
     from kube_router_sctp.errors import DockerError
@@ -23,14 +45,14 @@ def docker_engine():  # type: ignore[no-untyped-def]
     try:
         return Engine()
     except DockerError as exc:
-        pytest.skip(f"needs a Docker daemon: {exc.one_line()}")
+        missing(f"needs a Docker daemon: {exc.one_line()}")
 
 
 def registry() -> str:
     try:
         requests.get(f"http://{REGISTRY}/v2/", timeout=3).raise_for_status()
     except requests.RequestException as exc:
-        pytest.skip(f"needs a registry on {REGISTRY} (scripts/setup-host.sh starts one): {exc}")
+        missing(f"needs a registry on {REGISTRY} (scripts/setup-host.sh starts one): {exc}")
     return REGISTRY
 
 
@@ -40,14 +62,17 @@ def namespace(prefix: str) -> str:
 
 
 # Reports of every pipeline run that pushed, for the after-suite check that the registry
-# holds release tags only on smoked images (tests/zz_final).
+# holds release tags only on smoked images (tests/support/after_suite.py).
 SESSION_PUSHES: list[dict[str, object]] = []
+# Whether any run of the CLI may have used the default cache (checked after the suite).
+CLI_RUNS: list[tuple[str, ...]] = []
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
     """Run `python build.py ARGS` as a user would, with the user's real configuration."""
     full_env = dict(os.environ)
     full_env.update(env or {})
+    CLI_RUNS.append(args)
     result = _run(args, full_env, timeout)
     if "--push" in args and "--report" in args:
         report = Path(args[args.index("--report") + 1])

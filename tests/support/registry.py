@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support import env
+
 CERTS_D = Path("/etc/docker/certs.d")
 
 
@@ -125,7 +127,7 @@ def registry(
     readonly: bool = False,
 ) -> Iterator[TestRegistry]:
     if shutil.which("docker-registry") is None:
-        pytest.skip("needs Debian's docker-registry package")
+        env.missing("needs Debian's docker-registry package")
     tmp.mkdir(parents=True, exist_ok=True)
     port = _free_port(host)
     address = f"{host}:{port}"

@@ -1,0 +1,48 @@
+"""Checks that hold after the whole run, whatever ran: the pipeline's cache holds only
+verified entries and no partial files, and every release tag the run pushed sits on an
+image whose smoke test passed. Called by the session finaliser in tests/conftest.py, so
+they run last because pytest ends the session there, not because of a file name."""
+
+from __future__ import annotations
+
+from kube_router_sctp.cache import Cache, default_root
+from tests.support import env
+
+
+def problems() -> list[str]:
+    found: list[str] = []
+    if env.CLI_RUNS:
+        found += _cache_problems()
+    found += _release_tag_problems()
+    return found
+
+
+def _cache_problems() -> list[str]:
+    cache = Cache(default_root())
+    if not cache.root.exists():
+        return []
+    found = [f"cache entry {name} did not match its name (removed)" for name in cache.verify_all()]
+    found += [f"partial file left in the cache: {p}" for p in cache.tmp_dir().glob("*.part")]
+    return found
+
+
+def _release_tag_problems() -> list[str]:
+    found: list[str] = []
+    for run in env.SESSION_PUSHES:
+        report = run["report"]
+        assert isinstance(report, dict)
+        stages = report["stages"]
+        promoted = stages.get("promote", {}).get("tags", {})
+        if not promoted:
+            continue
+        if stages.get("smoke", {}).get("passed") is not True:
+            found.append(f"{run['push']}: release tags {sorted(promoted)} without a passed smoke test")
+        for reference, digest in promoted.items():
+            host, _, rest = reference.partition("/")
+            if host != env.REGISTRY:
+                continue  # a registry a fault test started and stopped: that test checked its tags
+            repository, _, tag = rest.rpartition(":")
+            served = env.registry_digest(repository, tag)
+            if served != digest:
+                found.append(f"{reference}: the registry serves {served}, the run released {digest}")
+    return found
