@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     checked = results(args.table)
     settings = config.load({"build.base-family": "debian"})
-    releases = sorted(settings.data["kube-router"]["releases"], key=semver_of)
+    releases = sorted(settings.pins.releases, key=semver_of)
     lines = [
         "# Support matrix",
         "",

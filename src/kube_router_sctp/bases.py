@@ -95,7 +95,7 @@ def _use_bootstrap(plan: Plan, engine: Engine, configured: BaseImages, why: str,
             f"bootstrapping base images is only possible for the debian family, not {plan.family}",
             "use --base-family debian, or load the alpine images with docker load",
         )
-    suite = str(plan.settings.data.get("families", {}).get("debian", {}).get("suite", "bookworm"))
+    suite = plan.settings.pins.families["debian"].suite
     reference = bootstrap_reference(suite, platform)
     if _present(engine, reference, platform):
         log.info(f"{why}: using the bootstrapped Debian {suite} base {reference}")

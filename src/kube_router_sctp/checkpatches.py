@@ -199,4 +199,4 @@ def all_versions(settings: config.Settings) -> list[str]:
     """Every pinned release (pins hold releases only, never pre-releases), oldest first."""
     from .validate import semver_of
 
-    return sorted(settings.data["kube-router"]["releases"], key=semver_of)
+    return sorted(settings.pins.releases, key=semver_of)

@@ -16,103 +16,34 @@ from typing import Any
 
 import click
 
-from . import __version__, config, doctor, log, smoke
+from . import __version__, config, doctor, log, schema, smoke
 from . import plan as plan_module
 from .cache import Cache
 from .engine import Engine
-from .errors import ConfigError, DataplaneError, Interrupted, PipelineError
+from .errors import ConfigError, DataplaneError, DoctorFindings, Interrupted, PatchCheckFailed, PipelineError
+from .options import OPTIONS, Option
 from .pipeline import Pipeline
 from .report import Report
 
-# flag name -> option key in config.OPTIONS
-_FLAG_KEYS = {
-    "kube_router_version": "build.kube-router-version",
-    "kube_router_source": "build.kube-router-source",
-    "ipvsadm_version": "build.ipvsadm-version",
-    "base_family": "build.base-family",
-    "runtime_base": "build.runtime-base",
-    "image_name": "build.image-name",
-    "bootstrap_bases": "build.bootstrap-bases",
-    "platform": "build.platforms",
-    "push": "build.push",
-    "offline": "build.offline",
-    "negative_control": "build.negative-control",
-    "no_cache": "build.no-cache",
-    "ipvsadm_mirror": "mirrors.ipvsadm",
-    "debian_mirror": "mirrors.debian",
-    "go_proxy": "mirrors.go-proxy",
-    "ca_bundle": "mirrors.ca-bundle",
-    "smoke_host": "smoke.host",
-    "smoke_registry": "smoke.registry",
-    "kernel": "smoke.kernel",
-    "modules": "smoke.modules",
-    "fallback_kernel": "smoke.fallback-kernel",
-    "no_smoke": "smoke.enabled",
-    "cache_dir": "paths.cache-dir",
-    "docker_host": "docker.host",
-}
+def _flag(opt: Option) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click flag of an option of the schema (options.py)."""
+    assert opt.flag_name is not None
+    if isinstance(opt.kind, schema.Flag):
+        return click.option(opt.flag_name, is_flag=True, default=None, help=opt.help)
+    repeat = isinstance(opt.kind, schema.Array | schema.Map)
+    return click.option(opt.flag_name, multiple=repeat, metavar=opt.metavar, help=opt.help)
+
+
+# Flags of a run rather than of the configuration.
+_RUN_FLAGS = [
+    click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON build report."),
+    click.option("--quiet", "-q", is_flag=True, default=None, help="Only errors and results."),
+]
 
 
 def _options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every stage understands (on the group and on each subcommand)."""
-    decorators = [
-        click.option("--kube-router-version", metavar="VERSION", help="kube-router release, e.g. v0.3.2."),
-        click.option(
-            "--kube-router-source",
-            metavar="SOURCE",
-            help="URL of a release archive, a local tarball, or a git repository (path or URL).",
-        ),
-        click.option("--ipvsadm-version", metavar="VERSION", help="ipvsadm release (1.29, 1.30, 1.31)."),
-        click.option("--base-family", type=click.Choice(config.FAMILIES), help="Base image family."),
-        click.option("--runtime-base", metavar="IMAGE", help="Runtime base image instead of the family's."),
-        click.option("--image-name", metavar="NAME", help="Image repository name (default kube-router)."),
-        click.option(
-            "--bootstrap-bases",
-            type=click.Choice(config.BOOTSTRAP_MODES),
-            help="Debootstrap Debian bases: when no registry answers (auto), always, or never.",
-        ),
-        click.option("--platform", multiple=True, metavar="OS/ARCH", help="Target platform(s), e.g. linux/amd64."),
-        click.option("--push", metavar="REGISTRY[/NAMESPACE]", help="Push to this registry (e.g. registry:5000)."),
-        click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON build report."),
-        click.option("--offline", is_flag=True, default=None, help="Use the cache only; download nothing."),
-        click.option(
-            "--negative-control",
-            is_flag=True,
-            default=None,
-            help="Build without the SCTP patches (only the series' compat patches), to prove they matter.",
-        ),
-        click.option("--no-cache", is_flag=True, default=None, help="Ignore Docker's layer cache (a clean build)."),
-        click.option("--ipvsadm-mirror", multiple=True, metavar="URL", help="Base URL serving ipvsadm tarballs."),
-        click.option("--debian-mirror", metavar="URL", help="Debian mirror (default: from the host's apt sources)."),
-        click.option("--go-proxy", metavar="URL", help="Go module proxy (default: $GOPROXY or go env GOPROXY)."),
-        click.option("--ca-bundle", metavar="PEM", help="CA bundle for HTTPS inside builder stages."),
-        click.option(
-            "--smoke-host",
-            metavar="DOCKER_HOST",
-            help="Docker host whose kernel has IPVS, for the smoke test.",
-        ),
-        click.option(
-            "--smoke-registry",
-            metavar="HOST:PORT",
-            help="The --push registry's address as the smoke host reaches it (default: the same).",
-        ),
-        click.option(
-            "--kernel",
-            metavar="VMLINUZ|DEB|debian",
-            help="Smoke-test by booting this kernel under QEMU with the image's root file system.",
-        ),
-        click.option("--modules", metavar="DIR", help="The --kernel's modules (/lib/modules/<version>)."),
-        click.option(
-            "--fallback-kernel",
-            metavar="debian|DEB|none",
-            help="If the building daemon's kernel has no IPVS, smoke under QEMU on this kernel (default debian).",
-        ),
-        click.option("--no-smoke", is_flag=True, default=None, help="Skip the smoke test (says so loudly)."),
-        click.option("--cache-dir", metavar="DIR", help="Download and source cache directory."),
-        click.option("--docker-host", metavar="URL", help="Docker daemon that builds (default DOCKER_HOST)."),
-        click.option("--label", multiple=True, metavar="KEY=VALUE", help="Extra image label."),
-        click.option("--quiet", "-q", is_flag=True, default=None, help="Only errors and results."),
-    ]
+    decorators = [_flag(opt) for opt in OPTIONS.values() if opt.flag_name] + _RUN_FLAGS
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
@@ -128,26 +59,14 @@ def _collect(ctx: click.Context, kwargs: dict[str, Any]) -> None:
 
 
 def _flags(ctx: click.Context) -> dict[str, Any]:
-    """The option keys and values the user gave as flags."""
+    """The option keys and values (TOML-typed) the user gave as flags."""
     store: dict[str, Any] = ctx.ensure_object(dict)
     flags: dict[str, Any] = {}
-    for name, key in _FLAG_KEYS.items():
-        if name not in store:
+    for key, opt in OPTIONS.items():
+        if opt.param is None or opt.param not in store:
             continue
-        value = store[name]
-        if name == "no_smoke":
-            value = not value
-        elif name in ("platform", "ipvsadm_mirror"):
-            value = list(value)
-        flags[key] = value
-    labels = {}
-    for item in store.get("label", ()):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--label {item!r} is not KEY=VALUE", "write it as --label org.example.team=net")
-        labels[key] = value
-    if labels:
-        flags["labels"] = labels
+        value = opt.kind.from_flag(store[opt.param])
+        flags[key] = (not value) if opt.invert else value
     return flags
 
 
@@ -248,7 +167,7 @@ def fetch_command(ctx: click.Context) -> None:
     """Fetch and verify kube-router, ipvsadm (and a Go toolchain) into the cache."""
     pipeline = _pipeline(ctx)
     for path in ctx.obj.get("imports", ()):
-        known = _pinned_files(pipeline)
+        known = pipeline.plan.settings.pins.pinned_files()
         stored = pipeline.downloader.import_file(path, known)
         if stored is None:
             raise ConfigError(f"{path} matches no pinned file", "only files with a pinned sha256 can be imported")
@@ -258,20 +177,6 @@ def fetch_command(ctx: click.Context) -> None:
     click.echo(f"ipvsadm {pipeline.plan.ipvsadm_version} {fetched.ipvsadm.path}")
     if fetched.go_toolchain:
         click.echo(f"go {pipeline.plan.line.go.value} {fetched.go_toolchain.path}")
-
-
-def _pinned_files(pipeline: Pipeline) -> dict[str, str]:
-    data = pipeline.plan.settings.data
-    known = {}
-    for version, release in data.get("ipvsadm", {}).get("releases", {}).items():
-        for entry in release.get("files", []):
-            known[str(entry["sha256"])] = f"ipvsadm {version} {entry['name']}"
-    for version, arches in data.get("go", {}).get("toolchains", {}).items():
-        for arch, sha in arches.items():
-            known[str(sha)] = f"go {version} {arch}"
-    for rule in data.get("kube-router", {}).get("vendor-restore", []):
-        known[str(rule["zip-sha256"])] = f"{rule['module']}@{rule['version']}"
-    return known
 
 
 @main.command("patch")
@@ -338,7 +243,6 @@ def pin_command(ctx: click.Context) -> None:
     from . import validate
     from .cache import Cache
     from .download import Downloader
-    from .goproxy import Restoration
     from .pin import pin
 
     settings, _ = _settings(ctx)
@@ -346,16 +250,12 @@ def pin_command(ctx: click.Context) -> None:
     if not settings.kube_router_source:
         raise ConfigError("pin needs a git repository", "pass --kube-router-source PATH-OR-URL")
     cache = Cache(settings.cache_dir)
-    restorations = [
-        Restoration(str(r["path"]), str(r["module"]), str(r["version"]), str(r["zip-sha256"]))
-        for r in settings.data.get("kube-router", {}).get("vendor-restore", [])
-    ]
     pinned = pin(
         settings.kube_router_source,
         version,
         cache,
         Downloader(cache, offline=settings.offline),
-        restorations,
+        list(settings.pins.kube_router.vendor_restore),
         settings.mirrors.go_proxy,
         settings.offline,
     )
@@ -370,28 +270,8 @@ def config_command(ctx: click.Context) -> None:
     """Show the resolved configuration and where each value came from."""
     settings, _ = _settings(ctx)
     click.echo(f"# user config: {config.user_config_path()}")
-    rows = {
-        "build.kube-router-version": settings.kube_router_version,
-        "build.kube-router-source": settings.kube_router_source or "(upstream release archive)",
-        "build.ipvsadm-version": settings.ipvsadm_version,
-        "build.base-family": settings.base_family,
-        "build.runtime-base": settings.runtime_base or "(family default)",
-        "build.image-name": settings.image_name,
-        "build.bootstrap-bases": settings.bootstrap_bases,
-        "build.platforms": ",".join(settings.platforms),
-        "build.push": "/".join(p for p in settings.push if p) if settings.push else "(no push)",
-        "build.offline": str(settings.offline).lower(),
-        "mirrors.ipvsadm": ",".join(settings.mirrors.ipvsadm) or "(none)",
-        "mirrors.debian": settings.mirrors.debian or "(none)",
-        "mirrors.go-proxy": settings.mirrors.go_proxy or "(Go's default)",
-        "mirrors.ca-bundle": str(settings.mirrors.ca_bundle or "(none)"),
-        "smoke.enabled": str(settings.smoke).lower(),
-        "smoke.host": settings.smoke_host or "(the building daemon)",
-        "paths.cache-dir": str(settings.cache_dir),
-        "docker.host": settings.docker_host or "(DOCKER_HOST or local socket)",
-    }
-    for key, value in rows.items():
-        click.echo(f"{key} = {value}    # {settings.sources.get(key, 'defaults')}")
+    for key, value, origin in config.rows(settings):
+        click.echo(f"{key} = {value}    # {schema.by_origin(origin).removeprefix('the ')}")
 
 
 def _smoke_engine(settings: config.Settings) -> Engine | None:
@@ -477,11 +357,6 @@ def doctor_command(ctx: click.Context) -> None:
         )
 
 
-class DoctorFindings(PipelineError):
-    exit_code = 1
-    kind = "doctor"
-
-
 @main.command("check-patches")
 @_options
 @click.option("--versions", "versions", metavar="V1,V2,...", help="Releases to check (default: the configured one).")
@@ -532,11 +407,6 @@ def check_patches_command(ctx: click.Context) -> None:
             + ", ".join(f"{r.version}" + (f" ({r.blocked})" if r.blocked else "") for r in failed),
             "see the failing cells and output above",
         )
-
-
-class PatchCheckFailed(PipelineError):
-    exit_code = 5
-    kind = "patch"
 
 
 @main.command("verify")

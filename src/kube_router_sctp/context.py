@@ -53,6 +53,8 @@ def _members(
         yield from tree_members(patched, "kube-router/")
     if ipvsadm is not None:
         yield f"ipvsadm/{plan.ipvsadm.name}", ipvsadm, 0o644
+        for patch in plan.ipvsadm_knowledge.patches:
+            yield f"ipvsadm/patches/{patch.name}", patch, 0o644
     if rendered.go_zip and go_toolchain is not None:
         yield f"go/{rendered.go_zip}", go_toolchain, 0o644
     if binaries is not None:

@@ -2,13 +2,16 @@
 
 Every failure the pipeline expects is one of these; the CLI prints it as one line,
 ``problem — fix``, and exits with its code. Anything else is a bug and gets a traceback.
+Each exit code means one thing and is declared here only: :func:`exit_codes` is the
+table that docs/reliability.md shows (``scripts/gendocs.py`` writes it, a unit test
+checks it).
 """
 
 from __future__ import annotations
 
 
 class PipelineError(Exception):
-    """A failure the pipeline understands. ``hint`` says what to do about it."""
+    """A local failure of no more specific kind: a file that could not be read or written."""
 
     exit_code = 1
     kind = "error"
@@ -26,7 +29,7 @@ class PipelineError(Exception):
 
 
 class ConfigError(PipelineError):
-    """Bad configuration, option or input value; nothing was done."""
+    """Bad configuration, option or input value (click's usage errors too); nothing was done."""
 
     exit_code = 2
     kind = "config"
@@ -40,17 +43,10 @@ class FetchError(PipelineError):
 
 
 class VerificationError(PipelineError):
-    """Something obtained did not match its pin (checksum, commit, tree digest)."""
+    """Something obtained did not match its pin (checksum, commit, tree digest, a moved tag)."""
 
     exit_code = 4
     kind = "verify"
-
-
-class UnsafeSourceError(PipelineError):
-    """A source archive or tree tried to escape or carried special files."""
-
-    exit_code = 4
-    kind = "unsafe-source"
 
 
 class PatchError(PipelineError):
@@ -99,8 +95,52 @@ class VMError(PipelineError):
     kind = "vm"
 
 
+class UnsafeSourceError(PipelineError):
+    """A source archive or tree tried to escape its directory or carried special files."""
+
+    exit_code = 11
+    kind = "unsafe-source"
+
+
+class PatchCheckFailed(PipelineError):
+    """check-patches found a release whose series does not vet, build or pass its tests."""
+
+    exit_code = 12
+    kind = "check-patches"
+
+
+class DoctorFindings(PipelineError):
+    """doctor found a check that failed (the lines marked FAIL say what to fix)."""
+
+    exit_code = 13
+    kind = "doctor"
+
+
 class Interrupted(PipelineError):
-    """The user interrupted the run; everything half-done was cleaned up."""
+    """The user interrupted the run (Ctrl-C, SIGTERM); everything half-done was cleaned up."""
 
     exit_code = 130
     kind = "interrupted"
+
+
+def _classes() -> list[type[PipelineError]]:
+    found: list[type[PipelineError]] = [PipelineError]
+    for cls in found:
+        found.extend(c for c in cls.__subclasses__() if c.__module__ == __name__ and c not in found)
+    return found
+
+
+def exit_codes() -> list[tuple[int, str, str]]:
+    """(code, class name, meaning) for every exit status the tool uses, 0 included."""
+    rows = [(0, "—", "Success.")]
+    for cls in _classes():
+        doc = " ".join((cls.__doc__ or "").split())
+        rows.append((cls.exit_code, cls.__name__, doc))
+    return sorted(rows)
+
+
+def exit_code_table() -> str:
+    """The markdown table of :func:`exit_codes` that docs/reliability.md carries."""
+    lines = ["| exit | error | meaning |", "| --- | --- | --- |"]
+    lines += [f"| {code} | `{name}` | {meaning} |" if name != "—" else f"| {code} | — | {meaning} |" for code, name, meaning in exit_codes()]
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Where the project's own data lives: patch series, image templates, ipvsadm notes.
+"""Where the project's own data lives: patch series, image templates, ipvsadm's folder.
 
 They sit beside the package in the checkout (the tool is run from it, as
 ``python build.py`` or an editable install). ``KUBE_ROUTER_SCTP_PROJECT_DIR`` points
@@ -32,3 +32,7 @@ def patches_dir() -> Path:
 
 def images_dir() -> Path:
     return project_dir() / "images"
+
+
+def ipvsadm_dir() -> Path:
+    return project_dir() / "ipvsadm"

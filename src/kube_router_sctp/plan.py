@@ -8,24 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import semver
 
+from . import ipvsadm as ipvsadm_folder
 from . import validate
 from .config import Settings
 from .errors import ConfigError
 from .gitsource import looks_like_git
 from .goproxy import Restoration
 from .patch import Series, load_index, negative_control, select
+from .pins import Gobgp, GoSpec, Release
+
+__all__ = ["GoSpec", "Gobgp", "Line", "Pin", "Plan", "build", "release_tags"]
 
 
-@dataclass(frozen=True)
-class Pin:
-    commit: str
-    tree_sha256: str
-    date: int  # committer date of the pinned commit: the default SOURCE_DATE_EPOCH
+Pin = Release  # a pinned release: commit, date (the default SOURCE_DATE_EPOCH), tree digest
 
 
 @dataclass(frozen=True)
@@ -38,29 +37,14 @@ class KubeRouterSource:
 
 
 @dataclass(frozen=True)
-class GoSpec:
-    kind: str  # "apt" | "toolchain" | "image"
-    value: str  # package name, toolchain version or image reference
-    sha256: str | None = None  # toolchain zip
-
-    def describe(self) -> str:
-        return f"{self.kind}:{self.value}"
-
-
-@dataclass(frozen=True)
-class Gobgp:
-    directory: str | None  # build from this directory of the tree (GOPATH lines)
-    package: str | None  # or build this module package ...
-    version: str | None  # ... at this version ("go.mod": the one kube-router requires)
-
-
-@dataclass(frozen=True)
 class Line:
+    """A release line as one family builds it (pins.ReleaseLine with that family's Go)."""
+
     name: str
     versions: str
     layout: str  # "gopath" | "vendor" | "modules"
     version_package: str
-    version_vars: tuple[str, str]
+    version_vars: tuple[str, ...]
     gobgp: Gobgp
     go: GoSpec
 
@@ -83,6 +67,7 @@ class Plan:
     restorations: tuple[Restoration, ...]
     ipvsadm_version: str
     ipvsadm: SourceFile
+    ipvsadm_knowledge: ipvsadm_folder.Knowledge
     family: str
     builder_image: str
     ipvsadm_builder_image: str
@@ -103,41 +88,15 @@ class Plan:
         return validate.semver_of(self.version)
 
 
-def _lines(data: dict[str, Any], family: str, toolchains: dict[str, Any]) -> list[Line]:
+def _lines(settings: Settings, family: str) -> list[Line]:
     lines = []
-    for raw in data.get("kube-router", {}).get("lines", []):
-        go_raw = str(raw.get("go", {}).get(family, ""))
-        kind, _, value = go_raw.partition(":")
-        if kind not in ("apt", "toolchain", "image") or not value:
+    for raw in settings.pins.lines:
+        go = raw.go.get(family)
+        if go is None:
             raise ConfigError(
-                f"line {raw.get('name')}: bad go.{family} {go_raw!r}",
-                "use apt:PKG, toolchain:VER or image:REF",
+                f"release line {raw.name} names no Go for the {family} family", f"add go.{family} to the line"
             )
-        sha = None
-        if kind == "toolchain":
-            sha = toolchains.get(value, {}).get("linux-amd64")
-            if not sha:
-                raise ConfigError(
-                    f"Go toolchain {value} has no pinned sha256", "add it under [go.toolchains] in the config"
-                )
-            validate.sha256(sha, f"Go toolchain {value} sha256")
-        elif kind == "image":
-            validate.image_reference(value, "Go builder image")
-        else:
-            validate.safe_text(value, "Go package")
-        gobgp = raw.get("gobgp", {})
-        vars_ = tuple(raw.get("version-vars", ["version", "buildDate"]))
-        lines.append(
-            Line(
-                name=str(raw["name"]),
-                versions=str(raw["versions"]),
-                layout=str(raw["layout"]),
-                version_package=validate.safe_text(str(raw["version-package"]), "version package"),
-                version_vars=(str(vars_[0]), str(vars_[1])),
-                gobgp=Gobgp(gobgp.get("dir"), gobgp.get("package"), gobgp.get("version")),
-                go=GoSpec(kind, value, sha),
-            )
-        )
+        lines.append(Line(raw.name, raw.versions, raw.layout, raw.version_package, raw.version_vars, raw.gobgp, go))
     return lines
 
 
@@ -150,17 +109,17 @@ def _line_for(lines: list[Line], version: str) -> Line:
     raise ConfigError(f"kube-router {version} is not supported", f"supported release lines: {supported}")
 
 
-def _source(settings: Settings, data: dict[str, Any]) -> KubeRouterSource:
+def _source(settings: Settings) -> KubeRouterSource:
     raw = settings.kube_router_source
     if raw is None:
-        template = str(data["kube-router"]["archive-url"])
+        template = settings.pins.kube_router.archive_url
         return KubeRouterSource("archive", validate.url(template.format(tag=settings.kube_router_version)))
     scheme = urlsplit(raw).scheme
     if looks_like_git(raw):
         return KubeRouterSource("git", raw)
     if scheme in ("http", "https", "file"):
         return KubeRouterSource("archive", raw)
-    path = Path(raw).expanduser()
+    path = Path(raw)  # ~ was expanded (and checked) when the configuration was loaded
     if path.is_file():
         return KubeRouterSource("tarball", str(path.resolve()))
     if path.is_dir():
@@ -168,30 +127,28 @@ def _source(settings: Settings, data: dict[str, Any]) -> KubeRouterSource:
     raise ConfigError(f"kube-router source {raw} does not exist", "pass an existing git repository, tarball or URL")
 
 
-def _ipvsadm(settings: Settings, data: dict[str, Any]) -> SourceFile:
-    section = data.get("ipvsadm", {})
-    releases = section.get("releases", {})
-    release = releases.get(settings.ipvsadm_version)
+def _ipvsadm(settings: Settings, known: ipvsadm_folder.Knowledge) -> SourceFile:
+    releases = settings.pins.ipvsadm.releases
+    version = settings.ipvsadm_version
+    release = releases.get(version)
     if release is None:
-        known = ", ".join(sorted(releases, key=validate.ipvsadm_semver))
-        raise ConfigError(f"ipvsadm {settings.ipvsadm_version} has no pinned checksum", f"pinned releases: {known}")
-    files = release.get("files", [])
+        pinned = ", ".join(sorted(releases, key=validate.ipvsadm_semver))
+        raise ConfigError(
+            f"ipvsadm {version} has no pinned checksum",
+            f"pinned releases: {pinned} (ipvsadm/ipvsadm.hash; add one under [ipvsadm.releases] in your config)",
+        )
     # Prefer a file some configured mirror or the Debian pool can serve: order the
     # candidates so the first file has the most sources.
     best: SourceFile | None = None
-    for entry in files:
-        name = validate.safe_text(str(entry["name"]), "ipvsadm file name")
-        sha = validate.sha256(str(entry["sha256"]), f"{name} sha256")
-        urls = [f"{m.rstrip('/')}/{name}" for m in settings.mirrors.ipvsadm]
-        if entry.get("debian-orig") and settings.mirrors.debian:
-            pool = str(section["debian-pool"]).format(version=settings.ipvsadm_version)
-            urls.append(f"{settings.mirrors.debian}/{pool}")
-        urls += [str(u).format(file=name, version=settings.ipvsadm_version) for u in section.get("urls", [])]
-        candidate = SourceFile(name, sha, tuple(validate.url(u, "ipvsadm URL") for u in urls))
+    for entry in release.files:
+        urls = [f"{m.rstrip('/')}/{entry.name}" for m in settings.mirrors.ipvsadm]
+        if entry.debian_orig and settings.mirrors.debian:
+            urls.append(f"{settings.mirrors.debian}/{known.debian_pool.format(version=version)}")
+        urls += [u.format(file=entry.name, version=version) for u in known.urls]
+        candidate = SourceFile(entry.name, entry.sha256, tuple(validate.url(u, "ipvsadm URL") for u in urls))
         if best is None or len(candidate.urls) > len(best.urls):
             best = candidate
-    if best is None:
-        raise ConfigError(f"ipvsadm {settings.ipvsadm_version} lists no files", "fix [ipvsadm.releases] in the config")
+    assert best is not None  # the schema requires at least one file per release
     return best
 
 
@@ -204,63 +161,51 @@ def release_tags(version: str, revision: int, suffix: str, control: bool = False
 
 
 def build(settings: Settings) -> Plan:
-    data = dict(settings.data)
     version = settings.kube_router_version
     family = settings.base_family
-    families = data.get("families", {})
-    fam = families.get(family)
+    fam = settings.pins.families.get(family)
     if fam is None:
         raise ConfigError(f"no images are configured for base family {family}", "add [families.NAME] to the config")
-    lines = _lines(data, family, data.get("go", {}).get("toolchains", {}))
-    line = _line_for(lines, version)
+    line = _line_for(_lines(settings, family), version)
     series = select(load_index(), version)
     if settings.negative_control:
         series = negative_control(series)
 
-    pins = data.get("kube-router", {}).get("releases", {})
-    pin = None
-    if version in pins:
-        entry = pins[version]
-        tree = str(entry.get("tree-sha256", ""))
-        pin = Pin(
-            validate.commit(str(entry["commit"]), f"{version} commit"),
-            validate.sha256(tree, f"{version} tree-sha256") if tree else "",
-            int(entry.get("date", 0)),
-        )
-
-    restorations = tuple(
-        Restoration(str(r["path"]), str(r["module"]), str(r["version"]), validate.sha256(str(r["zip-sha256"])))
-        for r in data.get("kube-router", {}).get("vendor-restore", [])
-    )
+    pin = settings.pins.releases.get(version)
 
     if line.go.kind == "image":
         builder = line.go.value
+    elif fam.builder is None:
+        raise ConfigError(
+            f"the {family} family has no builder image for release line {line.name} (go {line.go.describe()})",
+            f"add builder = IMAGE to [families.{family}]",
+        )
     else:
-        builder = validate.image_reference(str(fam.get("builder", "")), f"{family} builder image")
-    runtime = settings.runtime_base or validate.image_reference(str(fam["runtime"]), f"{family} runtime image")
-    ipvsadm_builder = validate.image_reference(str(fam["ipvsadm-builder"]), f"{family} ipvsadm builder image")
+        builder = fam.builder
+    runtime = settings.runtime_base or fam.runtime
 
     if settings.push:
         host, namespace = settings.push
         repository = "/".join(p for p in (host, namespace, settings.image_name) if p)
     else:
         repository = settings.image_name
-    suffix = validate.safe_text(str(fam.get("tag-suffix", "")), "tag suffix")
 
+    known = ipvsadm_folder.knowledge()
     return Plan(
         settings=settings,
         version=version,
         pin=pin,
-        source=_source(settings, data),
+        source=_source(settings),
         line=line,
         series=series,
-        restorations=restorations,
+        restorations=settings.pins.kube_router.vendor_restore,
         ipvsadm_version=settings.ipvsadm_version,
-        ipvsadm=_ipvsadm(settings, data),
+        ipvsadm=_ipvsadm(settings, known),
+        ipvsadm_knowledge=known,
         family=family,
         builder_image=builder,
-        ipvsadm_builder_image=ipvsadm_builder,
+        ipvsadm_builder_image=fam.ipvsadm_builder,
         runtime_image=runtime,
         image_repository=repository,
-        release_tags=release_tags(version, series.revision, suffix, series.control_of is not None),
+        release_tags=release_tags(version, series.revision, fam.tag_suffix, series.control_of is not None),
     )

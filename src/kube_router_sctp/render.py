@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ import jinja2
 
 from . import validate
 from .errors import ConfigError
-from .paths import images_dir
+from .paths import images_dir, project_dir
 from .plan import Plan
 
 TEMPLATE = "Dockerfile.j2"
@@ -76,12 +75,26 @@ def workdir(layout: str) -> str:
 
 
 def source_date_epoch(plan: Plan) -> int:
-    raw = os.environ.get("SOURCE_DATE_EPOCH")
-    if raw:
-        if not raw.isdigit():
-            raise ConfigError(f"SOURCE_DATE_EPOCH={raw!r} is not a number of seconds", "unset it or fix it")
-        return int(raw)
+    """SOURCE_DATE_EPOCH (build.source-date-epoch, checked in range when it was loaded), else
+    the pinned commit's date."""
+    if plan.settings.source_date_epoch is not None:
+        return plan.settings.source_date_epoch
     return plan.pin.date if plan.pin else 0
+
+
+def ipvsadm_context(plan: Plan) -> dict[str, Any]:
+    """What the ipvsadm-builder stage and the runtime stage need of ipvsadm/."""
+    known = plan.ipvsadm_knowledge
+    packages = known.packages[plan.family]
+    patches = [p.name for p in known.patches]
+    return {
+        "version": plan.ipvsadm_version,
+        "file": plan.ipvsadm.name,
+        "sha256": plan.ipvsadm.sha256,
+        "patches": patches,
+        "build_packages": list(packages.build) + (list(packages.patch) if patches else []),
+        "runtime_packages": list(packages.runtime),
+    }
 
 
 def go_version(plan: Plan) -> str:
@@ -214,27 +227,24 @@ def render(
             "trimpath": "-trimpath " if major_minor >= (1, 13) else "",
         },
         "gobgp": plan.line.gobgp,
-        "ipvsadm": {
-            "version": plan.ipvsadm_version,
-            "file": plan.ipvsadm.name,
-            "sha256": plan.ipvsadm.sha256,
-        },
+        "ipvsadm": ipvsadm_context(plan),
         "build_date": dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "ca_bundle": ca_bundle,
         "go_proxy": plan.settings.mirrors.go_proxy if layout == "modules" or go.kind == "toolchain" else None,
         # Rewrite apt sources only for a mirror the user chose; bootstrapped bases and
         # registry images keep the sources they came with.
         "debian_mirror": plan.settings.mirrors.debian
-        if plan.family == "debian" and plan.settings.sources.get("mirrors.debian") != "defaults"
+        if plan.family == "debian" and plan.settings.chosen("mirrors.debian")
         else None,
-        "debian_suite": plan.settings.data.get("families", {}).get("debian", {}).get("suite", "bookworm"),
+        "debian_suite": plan.settings.pins.families["debian"].suite if plan.family == "debian" else None,
         "labels": labels(plan, bases, epoch),
         "targets": [_target(t) for t in (targets or (platform,))],
         "runtime_target": _target(platform),
         "binaries_in_context": binaries_in_context,
     }
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(images_dir())),
+        # the template includes ipvsadm/builder.Dockerfile.j2: ipvsadm's stage lives with its pins
+        loader=jinja2.FileSystemLoader([str(images_dir()), str(project_dir())]),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - a Dockerfile, not HTML; values are validated instead
         keep_trailing_newline=True,

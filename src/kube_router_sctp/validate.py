@@ -25,7 +25,9 @@ _NAME = rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
 _IMAGE_RE = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
 _REGISTRY_RE = re.compile(rf"^(?P<domain>{_DOMAIN})(?:/(?P<namespace>{_COMPONENT}(?:/{_COMPONENT})*))?$")
 _TAG_RE = re.compile(rf"^{_TAG}$")
-_IPVSADM_RE = re.compile(r"^[0-9]+\.[0-9]+(?:\.[0-9]+)?$")
+_NUMBER = r"(?:0|[1-9][0-9]{0,8})"  # no leading zeros, at most 9 digits
+_RELEASE_RE = re.compile(rf"^v?{_NUMBER}\.{_NUMBER}\.{_NUMBER}$")
+_IPVSADM_RE = re.compile(rf"^{_NUMBER}\.{_NUMBER}(?:\.{_NUMBER})?$")
 _LABEL_KEY_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?$")
 _SAFE_TEXT_RE = re.compile(r"^[^\x00-\x1f\x7f\"'`$\\]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -40,10 +42,9 @@ def _refuse(field: str, value: object, expected: str) -> ConfigError:
 
 def kube_router_version(value: str, field: str = "kube-router version") -> str:
     """``v0.3.2`` or ``0.3.2`` -> ``v0.3.2``. Pre-releases are refused."""
-    text = value
-    if not isinstance(text, str) or not re.fullmatch(r"v?[0-9]+\.[0-9]+\.[0-9]+", text):
-        raise _refuse(field, value, "a release such as v0.3.2 (pre-releases are not supported)")
-    parsed = semver.Version.parse(text.removeprefix("v"))
+    if not isinstance(value, str) or not _RELEASE_RE.fullmatch(value):
+        raise _refuse(field, value, "a release such as v0.3.2 (no leading zeros; pre-releases are not supported)")
+    parsed = semver.Version.parse(value.removeprefix("v"))
     return f"v{parsed}"
 
 
@@ -54,7 +55,7 @@ def semver_of(version: str) -> semver.Version:
 
 def ipvsadm_version(value: str) -> str:
     if not isinstance(value, str) or not _IPVSADM_RE.fullmatch(value):
-        raise _refuse("ipvsadm version", value, "a release such as 1.30 or 1.31")
+        raise _refuse("ipvsadm version", value, "a release such as 1.30 or 1.31 (no leading zeros)")
     return value
 
 
@@ -159,3 +160,131 @@ def platform(value: str) -> str:
     if not isinstance(value, str) or not _PLATFORM_RE.fullmatch(value):
         raise _refuse("platform", value, "linux/amd64 or linux/arm64")
     return value
+
+
+# --- grammars of the pinned data (pins.py) and of local paths ------------------------------
+_DEBIAN_SUITE_RE = re.compile(r"^[a-z]+(?:-[a-z]+){0,3}$")
+_GO_ELEMENT = r"[A-Za-z0-9_~](?:[A-Za-z0-9._~-]{0,62}[A-Za-z0-9_~])?"
+_GO_IMPORT_RE = re.compile(rf"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+(?:/{_GO_ELEMENT}){{0,20}}$")
+_GO_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_GO_MODULE_VERSION_RE = re.compile(
+    rf"^v{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?:-[0-9A-Za-z]+(?:[.-][0-9A-Za-z]+){{0,5}})?(?:\+incompatible)?$"
+)
+_GO_VERSION_RE = re.compile(rf"^1\.{_NUMBER}(?:\.{_NUMBER})?$")
+_GO_ARCH_RE = re.compile(r"^linux-(?:amd64|arm64|armv6l|ppc64le|s390x|386)$")
+_RANGE_RE = re.compile(rf"^(?:>=|<=|>|<|==|!=){_NUMBER}\.{_NUMBER}\.{_NUMBER}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._+-]{0,126}[A-Za-z0-9])?$")
+_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+._-]{0,99}$")
+_TAG_SUFFIX_RE = re.compile(r"^(?:-[a-z0-9]+(?:[._-][a-z0-9]+){0,5})?$")
+_REL_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*(?:/[A-Za-z0-9_][A-Za-z0-9._+-]*){0,30}$")
+PATH_MAX = 4095
+NAME_MAX = 255
+
+
+def debian_suite(value: str) -> str:
+    if not isinstance(value, str) or len(value) > 40 or not _DEBIAN_SUITE_RE.fullmatch(value):
+        raise _refuse("Debian suite", value, "a suite name such as bookworm or bookworm-backports")
+    return value
+
+
+def go_import_path(value: str, field: str = "Go import path") -> str:
+    """A Go package or module path: a domain, then path elements (golang.org/x/mod grammar, ASCII)."""
+    if not isinstance(value, str) or len(value) > 300 or not _GO_IMPORT_RE.fullmatch(value) or ".." in value:
+        raise _refuse(field, value, "an import path such as github.com/cloudnativelabs/kube-router/pkg/version")
+    return value
+
+
+def go_identifier(value: str) -> str:
+    if not isinstance(value, str) or not _GO_IDENT_RE.fullmatch(value):
+        raise _refuse("Go identifier", value, "a Go variable name such as Version")
+    return value
+
+
+def go_module_version(value: str, field: str = "Go module version") -> str:
+    if not isinstance(value, str) or len(value) > 100 or not _GO_MODULE_VERSION_RE.fullmatch(value):
+        raise _refuse(field, value, "a module version such as v0.3.0 or v0.0.0-20200806055634-c6f0eba8f4d8")
+    return value
+
+
+def go_version(value: str) -> str:
+    if not isinstance(value, str) or not _GO_VERSION_RE.fullmatch(value):
+        raise _refuse("Go version", value, "a Go release such as 1.22.3")
+    return value
+
+
+def go_arch(value: str) -> str:
+    if not isinstance(value, str) or not _GO_ARCH_RE.fullmatch(value):
+        raise _refuse("Go toolchain platform", value, "linux-amd64 or linux-arm64")
+    return value
+
+
+def version_ranges(value: str) -> str:
+    """``>=0.3.0, <1.1.0``: comma-separated comparisons with full versions."""
+    clauses = value.split(",") if isinstance(value, str) else []
+    if not clauses or len(clauses) > 4 or not all(_RANGE_RE.fullmatch(c.strip()) for c in clauses):
+        raise _refuse("version range", value, "comparisons such as '>=0.3.0, <1.1.0'")
+    return value
+
+
+def name(value: str, field: str) -> str:
+    """A short name: letters, digits, '.', '_', '-'."""
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise _refuse(field, value, "letters, digits, '.', '_' and '-' (at most 64)")
+    return value
+
+
+def file_name(value: str, field: str = "file name") -> str:
+    """One plain file name (no directory, no leading dot or dash, no spaces or shell text)."""
+    if not isinstance(value, str) or not _FILE_NAME_RE.fullmatch(value) or ".." in value:
+        raise _refuse(field, value, "a plain file name of letters, digits, '.', '_', '+' and '-'")
+    return value
+
+
+def package(value: str, field: str = "package name") -> str:
+    """A Debian or Alpine package name."""
+    if not isinstance(value, str) or not _PACKAGE_RE.fullmatch(value):
+        raise _refuse(field, value, "a package name such as libnl-3-dev")
+    return value
+
+
+def tag_suffix(value: str) -> str:
+    if not isinstance(value, str) or not _TAG_SUFFIX_RE.fullmatch(value):
+        raise _refuse("tag suffix", value, "empty or '-' and lower-case words, such as -debian")
+    return value
+
+
+def tree_path(value: str, field: str) -> str:
+    """A relative path inside a source tree, of plain names only."""
+    if not isinstance(value, str) or len(value) > 1000 or not _REL_PATH_RE.fullmatch(value) or ".." in value:
+        raise _refuse(field, value, "a relative path of plain names such as vendor/github.com/osrg/gobgp/gobgp")
+    return value
+
+
+def url_template(value: str, field: str, names: tuple[str, ...]) -> str:
+    """A URL with ``{name}`` placeholders, each one of ``names``."""
+    import string
+
+    try:
+        used = [part[1] for part in string.Formatter().parse(value) if part[1] is not None]
+    except (ValueError, TypeError) as exc:
+        raise _refuse(field, value, f"a URL with placeholders {{{'}, {'.join(names)}}}") from exc
+    if any(n not in names for n in used):
+        raise _refuse(field, value, "a URL whose only placeholders are " + ", ".join(f"{{{n}}}" for n in names))
+    url(value.format(**{n: "x" for n in names}), field)
+    return value
+
+
+def local_path(value: str, field: str) -> str:
+    """A local path as the user wrote it, with ``~`` expanded; not checked for existence."""
+    import os
+
+    if not isinstance(value, str) or not value or re.search(r"[\x00-\x1f\x7f]", value):
+        raise _refuse(field, value, "a path without control characters")
+    expanded = os.path.expanduser(value)
+    if expanded.startswith("~"):
+        user = value[1:].split("/", 1)[0]
+        raise _refuse(field, value, f"a path whose ~{user} names a user of this machine (or the full path)")
+    if len(expanded.encode()) > PATH_MAX or any(len(p.encode()) > NAME_MAX for p in expanded.split("/")):
+        raise _refuse(field, value[:40] + "…", f"a path of at most {PATH_MAX} bytes, each name at most {NAME_MAX}")
+    return expanded

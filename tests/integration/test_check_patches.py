@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.upstream, pytest.mark.slow]
 
 def releases_per_series() -> list[tuple[str, list[str]]]:
     """Each series with its pinned releases, newest first."""
-    releases = config.load().data["kube-router"]["releases"]
+    releases = config.load().pins.releases
     out = []
     for series in patch.load_index():
         matching = sorted((v for v in releases if series.matches(semver_of(v))), key=semver_of, reverse=True)

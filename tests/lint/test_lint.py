@@ -87,19 +87,19 @@ def test_a_broken_workflow_fails_the_linters(tmp_path: Path) -> None:
 def rendered_dockerfiles() -> list[tuple[str, str]]:
     """One rendered Dockerfile per family and release line (and the native series)."""
     settings = config.load()
-    lines = settings.data["kube-router"]["lines"]
-    releases = settings.data["kube-router"]["releases"]
+    lines = settings.pins.lines
+    releases = settings.pins.releases
     from kube_router_sctp.validate import semver_of
 
     out = []
     for family in config.FAMILIES:
         for line in lines:
-            clauses = [c.strip() for c in line["versions"].split(",")]
+            clauses = [c.strip() for c in line.versions.split(",")]
             versions = [v for v in releases if all(semver_of(v).match(c) for c in clauses)]
             version = max(versions, key=semver_of)
             built = plan.build(config.load({"build.base-family": family, "build.kube-router-version": version}))
             out.append(
-                (f"{family}-{line['name']}-{version}", render.render(built, render.configured_bases(built)).dockerfile)
+                (f"{family}-{line.name}-{version}", render.render(built, render.configured_bases(built)).dockerfile)
             )
     return out
 
@@ -125,5 +125,5 @@ def test_release_matrix_names_pinned_releases() -> None:
     matrix = re.search(r"kube-router: \[([^\]]+)\]", text)
     assert matrix is not None
     versions = [v.strip() for v in matrix[1].replace("\n", " ").split(",")]
-    pinned = config.load().data["kube-router"]["releases"]
+    pinned = config.load().pins.releases
     assert versions and all(v in pinned for v in versions), set(versions) - set(pinned)

@@ -72,5 +72,5 @@ def _cached(version: str) -> bool:
     from kube_router_sctp.cache import Cache
 
     settings = config.load({"build.kube-router-version": version})
-    pin = settings.data["kube-router"]["releases"].get(version, {})
-    return bool(pin) and Cache(settings.cache_dir).tree_path(pin["tree-sha256"]).is_dir()
+    pin = settings.pins.releases.get(version)
+    return pin is not None and Cache(settings.cache_dir).tree_path(pin.tree_sha256).is_dir()

@@ -22,7 +22,7 @@ def test_defaults_are_the_field_report_setup() -> None:
     assert settings.kube_router_version == "v0.3.2"
     assert settings.ipvsadm_version == "1.30"
     assert settings.base_family == "alpine"
-    assert settings.data["families"]["alpine"]["runtime"] == "alpine:3.10.3"
+    assert settings.pins.families["alpine"].runtime == "alpine:3.10.3"
     assert settings.sources["build.ipvsadm-version"] == "defaults"
 
 
@@ -46,7 +46,7 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBE_ROUTER_SCTP_IPVSADM_VERSION", "1.29")
     settings = config.load({"build.ipvsadm-version": "1.31"})
     assert settings.ipvsadm_version == "1.31"
-    assert settings.sources["build.ipvsadm-version"] == "flag"
+    assert settings.sources["build.ipvsadm-version"] == "--ipvsadm-version"  # which flag, not just "flag"
 
 
 def test_list_and_bool_options_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,15 +67,16 @@ def test_user_config_may_add_pins(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         + "b" * 64
         + '" }\n',
     )
-    releases = config.load().data["kube-router"]["releases"]
+    releases = config.load().pins.releases
     assert "v2.7.9" in releases
     assert "v0.3.2" in releases  # merged, not replaced
 
 
 def test_unknown_option_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_user(tmp_path, monkeypatch, "[build]\nkube-router-verison = 'v0.3.2'\n")
-    with pytest.raises(ConfigError, match="unknown option build.kube-router-verison"):
+    with pytest.raises(ConfigError, match="unknown option build.kube-router-verison") as caught:
         config.load()
+    assert "did you mean build.kube-router-version?" in caught.value.one_line()
 
 
 def test_broken_toml_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

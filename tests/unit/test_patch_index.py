@@ -32,7 +32,7 @@ def test_unknown_release_lists_the_supported_lines() -> None:
 
 def test_every_pinned_release_maps_to_exactly_one_series() -> None:
     index = patch.load_index()
-    for version in config.load().data["kube-router"]["releases"]:
+    for version in config.load().pins.releases:
         series = patch.select(index, version)  # raises on none or several
         assert series.native == (semver.Version.parse(version[1:]) >= semver.Version(2, 8, 0)), version
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -78,14 +79,14 @@ def test_a_value_with_a_newline_never_reaches_the_dockerfile(monkeypatch: pytest
         render.render(built, evil)
 
 
-def test_source_date_epoch_is_the_commit_date_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    built = plan.build(config.load())
+def test_source_date_epoch_is_the_commit_date_unless_set(tmp_path: Path) -> None:
+    env = {"KUBE_ROUTER_SCTP_CONFIG": str(tmp_path / "none.toml")}
+    built = plan.build(config.load(env=env))
     assert render.source_date_epoch(built) == 1563950150
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    built = plan.build(config.load(env={**env, "SOURCE_DATE_EPOCH": "1700000000"}))
     assert render.source_date_epoch(built) == 1700000000
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
-        render.source_date_epoch(built)
+        config.load(env={**env, "SOURCE_DATE_EPOCH": "yesterday"})
 
 
 def test_multi_platform_renders_cross_compiles_and_binaries_from_context() -> None:
