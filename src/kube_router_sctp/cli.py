@@ -25,6 +25,7 @@ from .options import OPTIONS, Option
 from .pipeline import Pipeline
 from .report import Report
 
+
 def _flag(opt: Option) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The click flag of an option of the schema (options.py)."""
     assert opt.flag_name is not None

@@ -92,7 +92,9 @@ def _layers(flags: Mapping[str, object], env: Mapping[str, str], user_config: Pa
     if user_config.is_file():
         layers.add(_read_toml(user_config), str(user_config))
     elif user_config.exists():
-        raise ConfigError(f"the user config {user_config} is not a file", "point KUBE_ROUTER_SCTP_CONFIG at a TOML file")
+        raise ConfigError(
+            f"the user config {user_config} is not a file", "point KUBE_ROUTER_SCTP_CONFIG at a TOML file"
+        )
     _check_env(env)
     for name, key in ENV_NAMES.items():
         if name in env:
@@ -112,7 +114,10 @@ def _check_sections(layers: schema.Layers) -> None:
     for section in layers.tree:
         if section not in known:
             at = layers.at(section)
-            raise ConfigError(f"unknown section [{section}] (set by {schema.by_origin(at.origin)})", schema.suggest(section, known) or f"known sections: {', '.join(known)}")
+            raise ConfigError(
+                f"unknown section [{section}] (set by {schema.by_origin(at.origin)})",
+                schema.suggest(section, known) or f"known sections: {', '.join(known)}",
+            )
     for section in SECTIONS:
         body = layers.tree.get(section)
         if section == "labels":

@@ -142,5 +142,8 @@ def exit_codes() -> list[tuple[int, str, str]]:
 def exit_code_table() -> str:
     """The markdown table of :func:`exit_codes` that docs/reliability.md carries."""
     lines = ["| exit | error | meaning |", "| --- | --- | --- |"]
-    lines += [f"| {code} | `{name}` | {meaning} |" if name != "—" else f"| {code} | — | {meaning} |" for code, name, meaning in exit_codes()]
+    lines += [
+        f"| {code} | `{name}` | {meaning} |" if name != "—" else f"| {code} | — | {meaning} |"
+        for code, name, meaning in exit_codes()
+    ]
     return "\n".join(lines)

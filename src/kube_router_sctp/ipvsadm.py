@@ -17,8 +17,8 @@ from typing import Any
 
 from . import schema, validate
 from .errors import ConfigError
-from .paths import ipvsadm_dir
 from .patch import DEP3_REQUIRED, dep3_fields
+from .paths import ipvsadm_dir
 
 HASH_FILE = "ipvsadm.hash"
 FILE_RE = re.compile(r"^ipvsadm-(?P<version>[0-9][0-9.]*)\.tar\.(?:gz|xz|bz2)$")

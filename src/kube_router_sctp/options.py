@@ -66,7 +66,7 @@ class Option:
         return ENV_PREFIX + stem.upper().replace("-", "_")
 
 
-def option(key: str, kind: schema.Kind[Any], default: object, help: str, **more: Any) -> Any:  # noqa: A002
+def option(key: str, kind: schema.Kind[Any], default: object, help: str, **more: Any) -> Any:
     return dataclasses.field(metadata={"option": Option(key, kind, default, help, **more)})
 
 
@@ -207,7 +207,11 @@ class Settings:
         metavar="VERSION",
     )
     base_family: str = option(
-        "build.base-family", schema.Choice(FAMILIES, "base family"), "alpine", "Base image family.", metavar="alpine|debian"
+        "build.base-family",
+        schema.Choice(FAMILIES, "base family"),
+        "alpine",
+        "Base image family.",
+        metavar="alpine|debian",
     )
     runtime_base: str | None = option(
         "build.runtime-base",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from . import schema, validate
 from .goproxy import Restoration
@@ -157,7 +158,7 @@ RELEASE = schema.Record(
     },
 )
 GOBGP = schema.Record(
-    lambda dir, package, version: Gobgp(dir, package, version),  # noqa: A006
+    lambda dir, package, version: Gobgp(dir, package, version),
     {
         "dir": Field(_text(validate.tree_path, "gobgp directory"), required=False),
         "package": Field(_text(validate.go_import_path, "gobgp package"), required=False),
@@ -203,7 +204,7 @@ IPVSADM_FILE = schema.Record(
         "debian-orig": Field(schema.Flag(), required=False, default=False),
     },
 )
-SECTIONS: dict[str, schema.Kind[object]] = {
+SECTIONS: dict[str, schema.Kind[Any]] = {
     "kube-router": schema.Record(
         KubeRouter,
         {
@@ -252,14 +253,14 @@ def check(layers: schema.Layers) -> Pins:
         if section not in tree:
             raise at.refuse("missing section", "restore resources/defaults.toml")
         values[section] = kind.check(tree[section], at)
-    kube_router: KubeRouter = values["kube-router"]  # type: ignore[assignment]
-    go: Go = values["go"]  # type: ignore[assignment]
+    kube_router: KubeRouter = values["kube-router"]
+    go: Go = values["go"]
     lines = tuple(_link_line(line, index, go, layers) for index, line in enumerate(kube_router.lines))
-    ipvsadm: Ipvsadm = values["ipvsadm"]  # type: ignore[assignment]
+    ipvsadm: Ipvsadm = values["ipvsadm"]
     _check_ipvsadm_names(ipvsadm, layers)
     return Pins(
         replace(kube_router, lines=lines),
-        values["families"],  # type: ignore[arg-type]
+        values["families"],
         go,
         ipvsadm,
     )
@@ -269,7 +270,9 @@ def _link_line(line: ReleaseLine, index: int, go: Go, layers: schema.Layers) -> 
     """Each gobgp is built one way; each toolchain a line names is pinned (its sha256 linked in)."""
     at = layers.at("kube-router", "lines", index)
     gobgp = line.gobgp
-    if (gobgp.directory is None) == (gobgp.package is None) or (gobgp.package is not None) != (gobgp.version is not None):
+    if (gobgp.directory is None) == (gobgp.package is None) or (gobgp.package is not None) != (
+        gobgp.version is not None
+    ):
         raise at.child("gobgp").refuse(
             "names neither a directory nor a package and version (or both)",
             'write gobgp = { dir = "vendor/..." } or { package = "...", version = "go.mod" }',
@@ -279,9 +282,13 @@ def _link_line(line: ReleaseLine, index: int, go: Go, layers: schema.Layers) -> 
         if spec.kind == "toolchain":
             sha = go.toolchains.get(spec.value, {}).get("linux-amd64")
             if sha is None:
-                raise at.child("go").child(family).refuse(
-                    f"Go toolchain {spec.value} has no pinned sha256 for linux-amd64",
-                    f'add [go.toolchains."{spec.value}"] linux-amd64 = "<sha256>" to the config',
+                raise (
+                    at.child("go")
+                    .child(family)
+                    .refuse(
+                        f"Go toolchain {spec.value} has no pinned sha256 for linux-amd64",
+                        f'add [go.toolchains."{spec.value}"] linux-amd64 = "<sha256>" to the config',
+                    )
                 )
             spec = replace(spec, sha256=sha)
         linked[family] = spec

@@ -205,7 +205,7 @@ def render(
     go_zip = f"go{go.value}.linux-amd64.zip" if go.kind == "toolchain" else None
     ca_bundle = plan.settings.mirrors.ca_bundle is not None
     layout = plan.line.layout
-    context = {
+    context: dict[str, Any] = {
         "family": plan.family,
         "images": bases,
         "kr": {

@@ -208,7 +208,9 @@ class Text(Kind[T]):
 
     expected = "a string"
 
-    def __init__(self, grammar: Callable[[str], T] | None = None, hint: str = 'write it in quotes: key = "value"'):
+    def __init__(
+        self, grammar: Callable[[str], T] | None = None, hint: str = 'write it in quotes: key = "value"'
+    ) -> None:
         self.grammar = grammar
         self.hint = hint
 
@@ -300,12 +302,17 @@ class Integer(Kind[int]):
         if isinstance(value, bool) or not isinstance(value, int):
             raise at.wrong_type(value, self.expected, self.hint)
         if not self.low <= value <= self.high:
-            raise at.refuse(f"{value} is out of range", f"expected {self.unit or 'a number'} from {self.low} to {self.high}")
+            raise at.refuse(
+                f"{value} is out of range", f"expected {self.unit or 'a number'} from {self.low} to {self.high}"
+            )
         return value
 
     def from_text(self, raw: str, name: str) -> object:
         if not re.fullmatch(r"[0-9]{1,19}", raw.strip()):
-            raise ConfigError(f"{name}={shown(raw)} is not a whole number", f"expected {self.unit or 'a number'} from {self.low} to {self.high}")
+            raise ConfigError(
+                f"{name}={shown(raw)} is not a whole number",
+                f"expected {self.unit or 'a number'} from {self.low} to {self.high}",
+            )
         return int(raw.strip())
 
     def from_flag(self, value: Any) -> object:
@@ -355,7 +362,9 @@ class Map(Kind[dict[str, T]]):
         for key, item in value.items():
             checked = self.key.check(key, at.child(key))
             if checked != key:
-                raise at.child(key).refuse(f"{self.what} {shown(key)} is not written canonically", f"write it as {checked}")
+                raise at.child(key).refuse(
+                    f"{self.what} {shown(key)} is not written canonically", f"write it as {checked}"
+                )
             result[key] = self.value.check(item, at.child(key))
         return result
 
@@ -391,12 +400,12 @@ class Record(Kind[T]):
     def check(self, value: object, at: At) -> T:
         if not isinstance(value, Mapping):
             raise at.wrong_type(value, self.expected, self.hint)
-        unknown = [k for k in value if k not in self.fields]
+        unknown = [str(k) for k in value if k not in self.fields]
         if unknown:
-            near = suggest(str(unknown[0]), self.fields)
+            where = at.child(unknown[0])
             raise ConfigError(
-                f"unknown {self.what} {at.child(str(unknown[0])).key} (set by {by_origin(at.child(str(unknown[0])).origin)})",
-                near or f"known: {', '.join(self.fields)}",
+                f"unknown {self.what} {where.key} (set by {by_origin(where.origin)})",
+                suggest(unknown[0], self.fields) or f"known: {', '.join(self.fields)}",
             )
         kwargs = {}
         for name, spec in self.fields.items():

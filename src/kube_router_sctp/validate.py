@@ -165,7 +165,9 @@ def platform(value: str) -> str:
 # --- grammars of the pinned data (pins.py) and of local paths ------------------------------
 _DEBIAN_SUITE_RE = re.compile(r"^[a-z]+(?:-[a-z]+){0,3}$")
 _GO_ELEMENT = r"[A-Za-z0-9_~](?:[A-Za-z0-9._~-]{0,62}[A-Za-z0-9_~])?"
-_GO_IMPORT_RE = re.compile(rf"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+(?:/{_GO_ELEMENT}){{0,20}}$")
+_GO_IMPORT_RE = re.compile(
+    rf"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+(?:/{_GO_ELEMENT}){{0,20}}$"
+)
 _GO_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _GO_MODULE_VERSION_RE = re.compile(
     rf"^v{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?:-[0-9A-Za-z]+(?:[.-][0-9A-Za-z]+){{0,5}})?(?:\+incompatible)?$"
@@ -277,11 +279,14 @@ def url_template(value: str, field: str, names: tuple[str, ...]) -> str:
 
 def local_path(value: str, field: str) -> str:
     """A local path as the user wrote it, with ``~`` expanded; not checked for existence."""
-    import os
+    from pathlib import Path
 
     if not isinstance(value, str) or not value or re.search(r"[\x00-\x1f\x7f]", value):
         raise _refuse(field, value, "a path without control characters")
-    expanded = os.path.expanduser(value)
+    try:
+        expanded = str(Path(value).expanduser())
+    except RuntimeError:  # ~user of no such user, or no home directory
+        expanded = value
     if expanded.startswith("~"):
         user = value[1:].split("/", 1)[0]
         raise _refuse(field, value, f"a path whose ~{user} names a user of this machine (or the full path)")
