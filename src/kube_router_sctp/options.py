@@ -11,6 +11,7 @@ typed fields of the resolved :class:`Settings`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -84,7 +85,7 @@ def _existing(must: str, what: str, hint: str) -> schema.Text[Path]:
             raise ConfigError(f"{what} {value} {'does not exist' if must == 'file' else 'is not a directory'}", hint)
         return path
 
-    return schema.Text(check)
+    return schema.Text(check, "path")
 
 
 def _kernel(value: str) -> str:
@@ -102,10 +103,7 @@ def _fallback_kernel(value: str) -> str | None:
         f"--fallback-kernel {value} is neither 'debian', 'none' nor an existing linux-image .deb",
         "pass --fallback-kernel debian, none, or the path of a kernel package",
     )
-    try:
-        path = validate.local_path(value, "--fallback-kernel")
-    except ConfigError:
-        raise bad from None
+    path = validate.local_path(value, "--fallback-kernel")
     if not (path.endswith(".deb") and Path(path).is_file()):
         raise bad
     return path
@@ -136,7 +134,7 @@ class _Labels(schema.Map[str]):
 class Mirrors:
     ipvsadm: tuple[str, ...] = option(
         "mirrors.ipvsadm",
-        schema.Array(schema.Text(lambda v: validate.url(v, "ipvsadm mirror"))),
+        schema.Array(schema.Text(lambda v: validate.url(v, "ipvsadm mirror"), "URL")),
         [],
         "Base URL serving ipvsadm tarballs by file name (repeat).",
         metavar="URL",
@@ -147,7 +145,7 @@ class Mirrors:
     )
     debian: str | None = option(
         "mirrors.debian",
-        schema.Optional(schema.Text(lambda v: validate.url(v, "Debian mirror", ("http", "https")))),
+        schema.Optional(schema.Text(lambda v: validate.url(v, "Debian mirror", ("http", "https")), "http(s) URL")),
         "",
         "Debian mirror (default: from the host's apt sources).",
         metavar="URL",
@@ -158,7 +156,7 @@ class Mirrors:
     )
     go_proxy: str | None = option(
         "mirrors.go-proxy",
-        schema.Optional(schema.Text(_go_proxy)),
+        schema.Optional(schema.Text(_go_proxy, "GOPROXY list of URLs, direct, off")),
         "",
         "Go module proxy (default: $GOPROXY or go env GOPROXY).",
         metavar="URL",
@@ -185,14 +183,14 @@ class Settings:
 
     kube_router_version: str = option(
         "build.kube-router-version",
-        schema.Text(validate.kube_router_version),
+        schema.Text(validate.kube_router_version, "release, vX.Y.Z"),
         "v0.3.2",
         "kube-router release, e.g. v0.3.2.",
         metavar="VERSION",
     )
     kube_router_source: str | None = option(
         "build.kube-router-source",
-        schema.Optional(schema.Text(_source)),
+        schema.Optional(schema.Text(_source, "URL or local path")),
         "",
         "URL of a release archive, a local tarball, or a git repository (path or URL).",
         metavar="SOURCE",
@@ -201,7 +199,7 @@ class Settings:
     )
     ipvsadm_version: str = option(
         "build.ipvsadm-version",
-        schema.Text(validate.ipvsadm_version),
+        schema.Text(validate.ipvsadm_version, "release, 1.N"),
         "1.30",
         "ipvsadm release (pinned in ipvsadm/ipvsadm.hash: 1.29, 1.30, 1.31).",
         metavar="VERSION",
@@ -215,7 +213,7 @@ class Settings:
     )
     runtime_base: str | None = option(
         "build.runtime-base",
-        schema.Optional(schema.Text(lambda v: validate.image_reference(v, "runtime base image"))),
+        schema.Optional(schema.Text(lambda v: validate.image_reference(v, "runtime base image"), "image reference")),
         "",
         "Runtime base image instead of the family's.",
         metavar="IMAGE",
@@ -224,7 +222,7 @@ class Settings:
     )
     image_name: str = option(
         "build.image-name",
-        schema.Text(validate.image_name),
+        schema.Text(validate.image_name, "repository name"),
         "kube-router",
         "Image repository name.",
         metavar="NAME",
@@ -238,7 +236,7 @@ class Settings:
     )
     platforms: tuple[str, ...] = option(
         "build.platforms",
-        schema.Array(schema.Text(validate.platform), low=1, high=8),
+        schema.Array(schema.Text(validate.platform, "os/arch"), low=1, high=8),
         ["linux/amd64"],
         "Target platform(s), e.g. linux/amd64 (repeat).",
         metavar="OS/ARCH",
@@ -246,7 +244,7 @@ class Settings:
     )
     push: tuple[str, str] | None = option(
         "build.push",
-        schema.Optional(schema.Text(validate.registry_target)),
+        schema.Optional(schema.Text(validate.registry_target, "registry[/namespace]")),
         "",
         "Push to this registry (e.g. registry:5000).",
         metavar="REGISTRY[/NAMESPACE]",
@@ -286,7 +284,7 @@ class Settings:
     )
     smoke_host: str | None = option(
         "smoke.host",
-        schema.Optional(schema.Text(lambda v: validate.url(v, "smoke host", _URL_SCHEMES))),
+        schema.Optional(schema.Text(lambda v: validate.url(v, "smoke host", _URL_SCHEMES), "Docker host URL")),
         "",
         "Docker host whose kernel has IPVS, for the smoke test.",
         metavar="DOCKER_HOST",
@@ -296,7 +294,7 @@ class Settings:
     )
     smoke_registry: str | None = option(
         "smoke.registry",
-        schema.Optional(schema.Text(lambda v: validate.registry_target(v)[0])),
+        schema.Optional(schema.Text(lambda v: validate.registry_target(v)[0], "host:port")),
         "",
         "The --push registry's address as the smoke host reaches it (default: the same).",
         metavar="HOST:PORT",
@@ -306,7 +304,7 @@ class Settings:
     )
     smoke_kernel: str | None = option(
         "smoke.kernel",
-        schema.Optional(schema.Text(_kernel)),
+        schema.Optional(schema.Text(_kernel, "debian or a path")),
         "",
         "Smoke-test by booting this kernel under QEMU with the image's root file system.",
         metavar="VMLINUZ|DEB|debian",
@@ -324,7 +322,7 @@ class Settings:
     )
     smoke_fallback_kernel: str | None = option(
         "smoke.fallback-kernel",
-        schema.Optional(schema.Text(_fallback_kernel)),
+        schema.Optional(schema.Text(_fallback_kernel, "debian, none or a .deb path")),
         "debian",
         "If the building daemon's kernel has no IPVS, smoke under QEMU on this kernel (default debian).",
         metavar="debian|DEB|none",
@@ -335,7 +333,7 @@ class Settings:
     )
     cache_dir: Path = option(
         "paths.cache-dir",
-        schema.Optional(schema.Text(lambda v: Path(validate.local_path(v, "cache directory")))),
+        schema.Optional(schema.Text(lambda v: Path(validate.local_path(v, "cache directory")), "path")),
         "",
         "Download and source cache directory.",
         metavar="DIR",
@@ -344,7 +342,7 @@ class Settings:
     )
     docker_host: str | None = option(
         "docker.host",
-        schema.Optional(schema.Text(lambda v: validate.url(v, "Docker host", _URL_SCHEMES))),
+        schema.Optional(schema.Text(lambda v: validate.url(v, "Docker host", _URL_SCHEMES), "Docker host URL")),
         "",
         "Docker daemon that builds (default DOCKER_HOST).",
         metavar="URL",
@@ -417,6 +415,9 @@ def markdown_table() -> str:
     for key, opt in OPTIONS.items():
         kind = opt.kind.inner if isinstance(opt.kind, schema.Optional) else opt.kind
         kind_text = kind.expected
+        item = kind.item if isinstance(kind, schema.Array) else kind
+        if isinstance(item, schema.Text) and item.what:
+            kind_text += f" ({item.what})"
         if isinstance(kind, schema.Choice):
             kind_text = " \\| ".join(f"`{v}`" for v in kind.values)
         flag = opt.flag_name
@@ -429,7 +430,7 @@ def markdown_table() -> str:
             kind_text += " (variables: 1/0, true/false, yes/no, on/off)"
         elif isinstance(kind, schema.Array) and opt.env_name:
             kind_text += " (variable: comma-separated)"
-        default = opt.doc or (f"`{opt.default}`" if opt.default not in ("", None) else opt.unset)
+        default = opt.doc or (f"`{json.dumps(opt.default)}`" if isinstance(opt.default, list) else f"`{opt.default}`")
         key_text = "`[labels]`" if key == "labels" else f"`{key}`"
         rows.append(f"| {key_text} | {'`' + env + '`' if opt.env_name else env} | `{flag}` | {kind_text} | {default} |")
     return "\n".join(rows)

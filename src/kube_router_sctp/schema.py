@@ -167,7 +167,7 @@ class At:
         return self.layers.origin(self.path)
 
     def where(self) -> str:
-        return f"{self.key} (set by {by_origin(self.origin)})"
+        return f"{self.key}, set by {by_origin(self.origin)}"
 
     def wrong_type(self, value: object, expected: str, hint: str) -> ConfigError:
         return ConfigError(
@@ -180,7 +180,7 @@ class At:
 
     def located(self, error: ConfigError) -> ConfigError:
         """A grammar's refusal, with the key and the layer added."""
-        return ConfigError(f"{error.message} ({self.key}, set by {by_origin(self.origin)})", error.hint)
+        return ConfigError(f"{error.message} ({self.where()})", error.hint)
 
 
 class Kind(Generic[T]):
@@ -209,9 +209,10 @@ class Text(Kind[T]):
     expected = "a string"
 
     def __init__(
-        self, grammar: Callable[[str], T] | None = None, hint: str = 'write it in quotes: key = "value"'
+        self, grammar: Callable[[str], T] | None = None, what: str = "", hint: str = 'write it in quotes: key = "value"'
     ) -> None:
         self.grammar = grammar
+        self.what = what  # for the docs: "a string: <what>"
         self.hint = hint
 
     def check(self, value: object, at: At) -> T:
@@ -261,7 +262,7 @@ class Choice(Kind[str]):
             raise at.wrong_type(value, f"one of {', '.join(self.values)}", self.hint)
         if value not in self.values:
             near = suggest(value, self.values)
-            raise ConfigError(f"unknown {self.what} {shown(value)} ({at.where()})", near or self.hint)
+            raise ConfigError(f"unknown {self.what} {shown(value)} ({at.where()})", f"{near} {self.hint}".strip())
         return value
 
 
@@ -308,12 +309,18 @@ class Integer(Kind[int]):
         return value
 
     def from_text(self, raw: str, name: str) -> object:
-        if not re.fullmatch(r"[0-9]{1,19}", raw.strip()):
+        if not re.fullmatch(r"[0-9]{1,40}", raw.strip()):
             raise ConfigError(
                 f"{name}={shown(raw)} is not a whole number",
                 f"expected {self.unit or 'a number'} from {self.low} to {self.high}",
             )
-        return int(raw.strip())
+        value = int(raw.strip())
+        if not self.low <= value <= self.high:
+            raise ConfigError(
+                f"{name}={shown(raw)} is out of range",
+                f"expected {self.unit or 'a number'} from {self.low} to {self.high}",
+            )
+        return value
 
     def from_flag(self, value: Any) -> object:
         return self.from_text(str(value), "the flag")
