@@ -246,7 +246,7 @@ def file_name(value: str, field: str = "file name") -> str:
 def package(value: str, field: str = "package name") -> str:
     """A Debian or Alpine package name."""
     if not isinstance(value, str) or not _PACKAGE_RE.fullmatch(value):
-        raise _refuse(field, value, "a package name such as libnl-3-dev")
+        raise _refuse(field, value, "a package name such as ca-certificates")
     return value
 
 

@@ -45,7 +45,7 @@ def test_hostile_source_tarball(tmp_path: Path, member: str, kind: bytes, link: 
     tarball = evil_tarball(tmp_path / "kube-router.tar.gz", member, kind, link)
     cache = tmp_path / "cache"
     result = env.run_cli("patch", "--kube-router-source", str(tarball), "--cache-dir", str(cache))
-    assert result.returncode == 4
+    assert result.returncode == 11  # UnsafeSourceError (was 4, shared with VerificationError)
     line = error_line(result.stderr)
     assert f"member {member!r}" in line and why in line
     assert not list((cache / "trees").glob("*")) if (cache / "trees").exists() else True
@@ -76,10 +76,35 @@ def test_hostile_values_are_rejected_before_rendering(args: list[str], message: 
     assert message in error_line(result.stderr)
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[families.debian]\nsuite = "bookworm main\\nRUN id"\n', "families.debian.suite"),
+        ('[families.debian]\ntag-suffix = "-debian$(id)"\n', "families.debian.tag-suffix"),
+        ('[ipvsadm.releases."1.31"]\nfiles = [{ name = "../ipvsadm-1.31.tar.xz", sha256 = "' + "a" * 64 + '" }]\n',
+         'ipvsadm.releases."1.31".files[0].name'),
+        ('[[kube-router.lines]]\nname = "dep"\nversions = ">=0.3.0, <1.1.0"\nlayout = "gopath"\n'
+         'version-package = "github.com/x/y`id`"\nversion-vars = ["version", "buildDate"]\n'
+         'gobgp = { dir = "vendor/gobgp" }\ngo = { debian = "apt:golang-1.19-go" }\n',
+         "kube-router.lines[0].version-package"),
+        ('[build]\noffline = "false"\n', "build.offline"),
+    ],
+)  # fmt: skip
+def test_hostile_values_in_a_user_config_file(tmp_path: Path, text: str, key: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    result = env.run_cli("render", "--base-family", "debian", env={"KUBE_ROUTER_SCTP_CONFIG": str(config)})
+    assert result.returncode == 2
+    assert result.stdout == ""  # not a single line of Dockerfile
+    line = error_line(result.stderr)
+    assert key in line and str(config) in line
+
+
 def test_patch_index_pointing_outside_patches(tmp_path: Path) -> None:
     project = tmp_path / "project"
     shutil.copytree(env.PROJECT / "patches", project / "patches")
     shutil.copytree(env.PROJECT / "images", project / "images")
+    shutil.copytree(env.PROJECT / "ipvsadm", project / "ipvsadm")
     index = project / "patches" / "kube-router" / "series.toml"
     index.write_text(index.read_text().replace('name = "v0.3"', 'name = "../../../etc"'))
     result = env.run_cli("render", env={"KUBE_ROUTER_SCTP_PROJECT_DIR": str(project)})

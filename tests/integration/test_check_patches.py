@@ -83,6 +83,7 @@ def test_a_broken_series_fails_check_patches(tmp_path: Path, upstream: Upstream)
     project = tmp_path / "project"
     shutil.copytree(env.PROJECT / "patches", project / "patches")
     shutil.copytree(env.PROJECT / "images", project / "images")
+    shutil.copytree(env.PROJECT / "ipvsadm", project / "ipvsadm")
     series = project / "patches" / "kube-router" / "v0.3"
     tests = series / "0007-tests-sctp-unit-tests.patch"
     text = tests.read_text()
@@ -92,5 +93,5 @@ def test_a_broken_series_fails_check_patches(tmp_path: Path, upstream: Upstream)
         "check-patches", "--versions", "v0.3.2", "--base-family", "debian", *upstream.args("v0.3.2"),
         env={"KUBE_ROUTER_SCTP_PROJECT_DIR": str(project)}, timeout=3600,
     )  # fmt: skip
-    assert result.returncode == 5
+    assert result.returncode == 12  # PatchCheckFailed (was 5, shared with PatchError)
     assert "tests=FAIL" in result.stderr
