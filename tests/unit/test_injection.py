@@ -143,7 +143,7 @@ FIELDS: dict[str, tuple[Callable[[str], Tree], str]] = {
     "vendor-restore.zip-sha256": (restore("zip-sha256"), "kube-router.vendor-restore[0].zip-sha256"),
     "go.toolchains.key": (keyed(("go", "toolchains"), "1.26.9", {"linux-amd64": SHA}), "go.toolchains"),
     "go.toolchains.platform": (keyed(("go", "toolchains", "1.26.9"), "linux-amd64", SHA), 'go.toolchains."1.26.9"'),
-    "go.toolchains.sha256": (at(SHA, "go", "toolchains", "1.26.9", "linux-amd64"), 'go.toolchains."1.26.9".linux-amd64'),
+    "go.toolchains.sha256": (at(SHA, "go", "toolchains", "1.26.9", "linux-amd64"), 'go.toolchains."1.26.9".linux-amd64'),  # noqa: E501
     "ipvsadm.file.name": (ipvsadm_file("name"), 'ipvsadm.releases."1.30".files[0].name'),
     "ipvsadm.file.sha256": (ipvsadm_file("sha256"), 'ipvsadm.releases."1.30".files[0].sha256'),
     "ipvsadm.releases.key": (
@@ -158,7 +158,7 @@ FIELDS: dict[str, tuple[Callable[[str], Tree], str]] = {
     "build.image-name": (at("kube-router", "build", "image-name"), "build.image-name"),
     "build.push": (at("127.0.0.1:5000/team", "build", "push"), "build.push"),
     "build.platforms": (lambda p: {"build": {"platforms": [spoil("linux/arm64", p)]}}, "build.platforms[0]"),
-    "build.kube-router-source": (at("https://example.org/kr.tar.gz", "build", "kube-router-source"), "build.kube-router-source"),
+    "build.kube-router-source": (at("https://example.org/kr.tar.gz", "build", "kube-router-source"), "build.kube-router-source"),  # noqa: E501
     "mirrors.debian": (at("http://deb.example.org/debian", "mirrors", "debian"), "mirrors.debian"),
     "mirrors.go-proxy": (at("https://proxy.example.org", "mirrors", "go-proxy"), "mirrors.go-proxy"),
     "mirrors.ipvsadm": (lambda p: {"mirrors": {"ipvsadm": [spoil("https://m.example.org/", p)]}}, "mirrors.ipvsadm[0]"),

@@ -12,7 +12,7 @@ from kube_router_sctp import config, ipvsadm, plan
 from kube_router_sctp.cli import main
 
 PROJECT = Path(__file__).resolve().parents[2]
-HASHES = {m[2]: m[1] for m in re.finditer(r"^sha256  ([0-9a-f]{64})  (\S+)$", (PROJECT / "ipvsadm" / "ipvsadm.hash").read_text(), re.M)}  # fmt: skip
+HASHES = {m[2]: m[1] for m in re.finditer(r"^sha256  ([0-9a-f]{64})  (\S+)$", (PROJECT / "ipvsadm" / "ipvsadm.hash").read_text(), re.M)}  # fmt: skip  # noqa: E501
 ENV = {"GOPROXY": "off"}
 
 

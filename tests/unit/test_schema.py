@@ -107,8 +107,8 @@ def refused(excinfo: pytest.ExceptionInfo[ConfigError]) -> str:
         ),
         ('[kube-router]\nlines = "dep"\n', "kube-router.lines", "expected an array"),
         ('[kube-router]\nlines = ["dep"]\n', "kube-router.lines[0]", "expected a table"),
-        ('[ipvsadm.releases."1.31"]\nfiles = { name = "ipvsadm-1.31.tar.xz" }\n', 'ipvsadm.releases."1.31".files', "expected an array"),
-        ('[ipvsadm.releases."1.31"]\nfiles = [{ name = "ipvsadm-1.31.tar.xz", sha256 = 5 }]\n', 'ipvsadm.releases."1.31".files[0].sha256', "expected a string"),
+        ('[ipvsadm.releases."1.31"]\nfiles = { name = "ipvsadm-1.31.tar.xz" }\n', 'ipvsadm.releases."1.31".files', "expected an array"),  # noqa: E501
+        ('[ipvsadm.releases."1.31"]\nfiles = [{ name = "ipvsadm-1.31.tar.xz", sha256 = 5 }]\n', 'ipvsadm.releases."1.31".files[0].sha256', "expected a string"),  # noqa: E501
         ('[go.toolchains]\n"1.22.3" = "abc"\n', 'go.toolchains."1.22.3"', "expected a table"),
     ],
 )  # fmt: skip
@@ -129,7 +129,7 @@ def test_offline_false_as_a_string_is_not_true(tmp_path: Path) -> None:
     assert load_file(tmp_path, "[build]\noffline = false\n").offline is False
 
 
-@pytest.mark.parametrize(("raw", "value"), [("1", True), ("0", False), ("true", True), ("FALSE", False), ("yes", True), ("no", False)])  # fmt: skip
+@pytest.mark.parametrize(("raw", "value"), [("1", True), ("0", False), ("true", True), ("FALSE", False), ("yes", True), ("no", False)])  # fmt: skip  # noqa: E501
 def test_environment_booleans_keep_their_words(tmp_path: Path, raw: str, value: bool) -> None:
     settings = load_file(tmp_path, "", KUBE_ROUTER_SCTP_OFFLINE=raw, KUBE_ROUTER_SCTP_SMOKE=raw)
     assert settings.offline is value and settings.smoke is value
@@ -161,13 +161,13 @@ def test_the_same_bad_value_is_refused_alike_from_every_layer(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("text", "env", "unknown", "suggestion"),
     [
-        ("[build]\nkube-router-verison = 'v0.3.2'\n", {}, "unknown option build.kube-router-verison", "build.kube-router-version"),
+        ("[build]\nkube-router-verison = 'v0.3.2'\n", {}, "unknown option build.kube-router-verison", "build.kube-router-version"),  # noqa: E501
         ("[buidl]\noffline = true\n", {}, "unknown section [buidl]", "build"),
         ("[families.debian]\nsuit = 'trixie'\n", {}, "unknown key families.debian.suit", "suite"),
-        ("[families.centos]\nruntime = 'centos:7'\n", {}, "unknown base family \"centos\"", "choose one of: alpine, debian"),
+        ("[families.centos]\nruntime = 'centos:7'\n", {}, "unknown base family \"centos\"", "choose one of: alpine, debian"),  # noqa: E501
         ("[families.debain]\nruntime = 'debian:12'\n", {}, "unknown base family \"debain\"", "did you mean debian?"),
         ("[[kube-router.lines]]\nnmae = 'x'\n", {}, "unknown key kube-router.lines[0].nmae", "name"),
-        ("", {"KUBE_ROUTER_SCTP_OFLINE": "1"}, "unknown environment variable KUBE_ROUTER_SCTP_OFLINE", "KUBE_ROUTER_SCTP_OFFLINE"),
+        ("", {"KUBE_ROUTER_SCTP_OFLINE": "1"}, "unknown environment variable KUBE_ROUTER_SCTP_OFLINE", "KUBE_ROUTER_SCTP_OFFLINE"),  # noqa: E501
     ],
 )  # fmt: skip
 def test_unknown_keys_are_errors_with_the_nearest_key(
