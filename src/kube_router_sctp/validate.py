@@ -184,41 +184,38 @@ PATH_MAX = 4095
 NAME_MAX = 255
 
 
-def debian_suite(value: str) -> str:
-    if not isinstance(value, str) or len(value) > 40 or not _DEBIAN_SUITE_RE.fullmatch(value):
-        raise _refuse("Debian suite", value, "a suite name such as bookworm or bookworm-backports")
+def _grammar(regex: re.Pattern[str], value: str, field: str, expected: str, longest: int = 1000) -> str:
+    """``value`` if it is a string of the grammar (and no longer than ``longest``), else refuse."""
+    if not isinstance(value, str) or len(value) > longest or not regex.fullmatch(value) or ".." in value:
+        raise _refuse(field, value, expected)
     return value
+
+
+def debian_suite(value: str) -> str:
+    return _grammar(_DEBIAN_SUITE_RE, value, "Debian suite", "a suite name such as bookworm or bookworm-backports", 40)
 
 
 def go_import_path(value: str, field: str = "Go import path") -> str:
     """A Go package or module path: a domain, then path elements (golang.org/x/mod grammar, ASCII)."""
-    if not isinstance(value, str) or len(value) > 300 or not _GO_IMPORT_RE.fullmatch(value) or ".." in value:
-        raise _refuse(field, value, "an import path such as github.com/cloudnativelabs/kube-router/pkg/version")
-    return value
+    expected = "an import path such as github.com/cloudnativelabs/kube-router/pkg/version"
+    return _grammar(_GO_IMPORT_RE, value, field, expected, 300)
 
 
 def go_identifier(value: str) -> str:
-    if not isinstance(value, str) or not _GO_IDENT_RE.fullmatch(value):
-        raise _refuse("Go identifier", value, "a Go variable name such as Version")
-    return value
+    return _grammar(_GO_IDENT_RE, value, "Go identifier", "a Go variable name such as Version")
 
 
 def go_module_version(value: str, field: str = "Go module version") -> str:
-    if not isinstance(value, str) or len(value) > 100 or not _GO_MODULE_VERSION_RE.fullmatch(value):
-        raise _refuse(field, value, "a module version such as v0.3.0 or v0.0.0-20200806055634-c6f0eba8f4d8")
-    return value
+    expected = "a module version such as v0.3.0 or v0.0.0-20200806055634-c6f0eba8f4d8"
+    return _grammar(_GO_MODULE_VERSION_RE, value, field, expected, 100)
 
 
 def go_version(value: str) -> str:
-    if not isinstance(value, str) or not _GO_VERSION_RE.fullmatch(value):
-        raise _refuse("Go version", value, "a Go release such as 1.22.3")
-    return value
+    return _grammar(_GO_VERSION_RE, value, "Go version", "a Go release such as 1.22.3")
 
 
 def go_arch(value: str) -> str:
-    if not isinstance(value, str) or not _GO_ARCH_RE.fullmatch(value):
-        raise _refuse("Go toolchain platform", value, "linux-amd64 or linux-arm64")
-    return value
+    return _grammar(_GO_ARCH_RE, value, "Go toolchain platform", "linux-amd64 or linux-arm64")
 
 
 def version_ranges(value: str) -> str:
@@ -231,36 +228,26 @@ def version_ranges(value: str) -> str:
 
 def name(value: str, field: str) -> str:
     """A short name: letters, digits, '.', '_', '-'."""
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-        raise _refuse(field, value, "letters, digits, '.', '_' and '-' (at most 64)")
-    return value
+    return _grammar(_NAME_RE, value, field, "letters, digits, '.', '_' and '-' (at most 64)")
 
 
 def file_name(value: str, field: str = "file name") -> str:
     """One plain file name (no directory, no leading dot or dash, no spaces or shell text)."""
-    if not isinstance(value, str) or not _FILE_NAME_RE.fullmatch(value) or ".." in value:
-        raise _refuse(field, value, "a plain file name of letters, digits, '.', '_', '+' and '-'")
-    return value
+    return _grammar(_FILE_NAME_RE, value, field, "a plain file name of letters, digits, '.', '_', '+' and '-'")
 
 
 def package(value: str, field: str = "package name") -> str:
     """A Debian or Alpine package name."""
-    if not isinstance(value, str) or not _PACKAGE_RE.fullmatch(value):
-        raise _refuse(field, value, "a package name such as ca-certificates")
-    return value
+    return _grammar(_PACKAGE_RE, value, field, "a package name such as ca-certificates")
 
 
 def tag_suffix(value: str) -> str:
-    if not isinstance(value, str) or not _TAG_SUFFIX_RE.fullmatch(value):
-        raise _refuse("tag suffix", value, "empty or '-' and lower-case words, such as -debian")
-    return value
+    return _grammar(_TAG_SUFFIX_RE, value, "tag suffix", "empty or '-' and lower-case words, such as -debian")
 
 
 def tree_path(value: str, field: str) -> str:
     """A relative path inside a source tree, of plain names only."""
-    if not isinstance(value, str) or len(value) > 1000 or not _REL_PATH_RE.fullmatch(value) or ".." in value:
-        raise _refuse(field, value, "a relative path of plain names such as vendor/github.com/osrg/gobgp/gobgp")
-    return value
+    return _grammar(_REL_PATH_RE, value, field, "a relative path of plain names such as vendor/github.com/osrg/gobgp")
 
 
 def url_template(value: str, field: str, names: tuple[str, ...]) -> str:
