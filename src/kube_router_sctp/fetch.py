@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import archive, gitsource, goproxy, log
 from .cache import Cache, remove_tree
@@ -138,11 +139,12 @@ def kube_router(plan: Plan, cache: Cache, downloader: Downloader) -> KubeRouterT
 
 
 def ipvsadm(plan: Plan, downloader: Downloader) -> Downloaded:
+    upstream = ", ".join(sorted({urlsplit(u).hostname or u for u in plan.ipvsadm_knowledge.urls}))
     return downloader.fetch(
         plan.ipvsadm.name,
         plan.ipvsadm.sha256,
         plan.ipvsadm.urls,
-        hint="kernel.org may be unreachable: add a mirror (--ipvsadm-mirror URL, file:// works) "
+        hint=f"{upstream} may be unreachable: add a mirror (--ipvsadm-mirror URL, file:// works) "
         "or use --offline with a filled cache",
     )
 

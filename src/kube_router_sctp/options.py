@@ -201,7 +201,7 @@ class Settings:
         "build.ipvsadm-version",
         schema.Text(validate.ipvsadm_version, "release, 1.N"),
         "1.30",
-        "ipvsadm release (pinned in ipvsadm/ipvsadm.hash: 1.29, 1.30, 1.31).",
+        "ipvsadm release (one pinned in ipvsadm/ipvsadm.hash or the config).",
         metavar="VERSION",
     )
     base_family: str = option(
