@@ -98,14 +98,8 @@ class Layers:
         self.tree: dict[str, Any] = {}
         self._origins: dict[Path_, str] = {}
 
-    def add(self, data: Mapping[str, Any], origin: str, at: Path_ = ()) -> None:
-        target: dict[str, Any] = self.tree
-        for part in at:
-            nxt = target.get(str(part))
-            if not isinstance(nxt, dict):
-                nxt = target[str(part)] = {}
-            target = nxt
-        self._merge(target, data, at, origin)
+    def add(self, data: Mapping[str, Any], origin: str) -> None:
+        self._merge(self.tree, data, (), origin)
 
     def _merge(self, target: dict[str, Any], data: Mapping[str, Any], path: Path_, origin: str) -> None:
         self._origins[path] = origin
@@ -424,8 +418,3 @@ class Record(Kind[T]):
                 continue
             kwargs[attr] = spec.kind.check(value[name], at.child(name))
         return self.cls(**kwargs)
-
-
-def date(value: object, at: At) -> int:
-    """A date as seconds since 1970 that Python can turn into a calendar date."""
-    return Integer(0, 253402300799, "seconds since 1970 (up to the year 9999)").check(value, at)

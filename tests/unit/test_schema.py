@@ -314,3 +314,36 @@ def test_pin_of_a_version_with_leading_zeros(tmp_path: Path) -> None:
     code, _, err = cli(tmp_path, "pin", "--kube-router-source", str(tmp_path), "v0.3.02")
     assert code == 2
     assert "invalid kube-router version" in one_line(err)
+
+
+def test_flag_labels_merge_over_file_labels(tmp_path: Path) -> None:
+    path = user_file(tmp_path, '[labels]\n"org.example.team" = "net"\n"org.example.site" = "lab"\n')
+    env = {**ENV, "KUBE_ROUTER_SCTP_CONFIG": str(path)}
+    settings = config.load({"labels": {"org.example.site": "edge"}}, env=env)
+    assert dict(settings.labels) == {"org.example.team": "net", "org.example.site": "edge"}
+    assert settings.sources["labels"] == "--label"
+
+
+def test_every_pinned_file_can_be_imported() -> None:
+    """fetch --import knows every sha256 the pins name (ipvsadm files, toolchains, module zips)."""
+    pins = config.load(env={**ENV, "KUBE_ROUTER_SCTP_CONFIG": "/nonexistent"}).pins
+    known = pins.pinned_files()
+    assert (
+        known["1a0a5e25b5a1226435d2fb76341656f83a710183aebb0d204db39c0ec3bedfdb"] == "ipvsadm 1.31 ipvsadm-1.31.tar.xz"
+    )
+    assert known["a52b4791e55e57173e80e3b04909d2125c46302502b535d8b3b1e83c48cdf3ef"] == "go 1.22.3 linux-amd64"
+    assert known["ea3068395503d3c7ef8ce16a286f75c8c93882c25a66c2aa6c8e2ad4da7a9ae0"] == "golang.org/x/text@v0.3.0"
+
+
+def test_a_line_naming_an_unpinned_toolchain_is_refused_at_load(tmp_path: Path) -> None:
+    text = (
+        '[[kube-router.lines]]\nname = "next"\nversions = ">=0.3.0, <9.0.0"\nlayout = "modules"\n'
+        'version-package = "github.com/cloudnativelabs/kube-router/v2/pkg/version"\n'
+        'version-vars = ["Version", "BuildDate"]\ngobgp = { package = "github.com/osrg/gobgp/v4/cmd/gobgp", '
+        'version = "go.mod" }\ngo = { debian = "toolchain:1.99.0" }\n'
+    )
+    code, out, err = cli(tmp_path, "render", text=text)
+    assert code == 2 and out == ""
+    line = one_line(err)
+    assert "kube-router.lines[0].go.debian: Go toolchain 1.99.0 has no pinned sha256" in line
+    assert '[go.toolchains."1.99.0"]' in line
