@@ -18,7 +18,15 @@ from .patch import PatchedTree
 from .plan import Plan
 from .render import Rendered, dumps
 
-Member = tuple[str, Path | bytes, int]  # (name in the tar, content, mode)
+
+@dataclass(frozen=True)
+class Link:
+    """A symlink member of the context (from the source tree; never followed)."""
+
+    target: str
+
+
+Member = tuple[str, Path | bytes | Link, int]  # (name in the tar, content, mode)
 
 
 @dataclass(frozen=True)
@@ -30,12 +38,8 @@ class Context:
 
 
 def tree_members(patched: PatchedTree, prefix: str) -> Iterator[Member]:
-    for rel, source in patched.walk():
-        if isinstance(source, bytes):
-            yield f"{prefix}{rel}", source, 0o644
-        else:
-            mode = 0o755 if not source.is_symlink() and source.stat().st_mode & 0o100 else 0o644
-            yield f"{prefix}{rel}", source, mode
+    for rel, item in patched.contents():
+        yield f"{prefix}{rel}", Link(item.link) if item.link is not None else item.data, item.mode
 
 
 def _members(
@@ -83,9 +87,9 @@ def _write_tar(dest: Path, members: Iterable[Member], mtime: int) -> Context:
             info.mtime = mtime
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            if isinstance(content, Path) and content.is_symlink():
+            if isinstance(content, Link):
                 info.type = tarfile.SYMTYPE
-                info.linkname = str(content.readlink())
+                info.linkname = content.target
                 info.mode = 0o777
                 tar.addfile(info)
             elif isinstance(content, Path):

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from . import log
 from .archive import link_stays_inside
 from .errors import FetchError, UnsafeSourceError
-from .validate import relative_path
+from .safefs import Beneath, scratch_tree
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,12 @@ def looks_like_git(location: str) -> bool:
     return ((path / "HEAD").is_file() and (path / "objects").is_dir()) or (path / ".git").exists()
 
 
+# Transports a source may use: never ``ext::`` (runs a command) or anything unknown.
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh"}
+
+
 def _git(gitdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+    env = dict(os.environ, **_GIT_ENV)
     try:
         return subprocess.run(["git", f"--git-dir={gitdir}", *args], capture_output=True, check=check, env=env)
     except FileNotFoundError as exc:
@@ -75,10 +79,11 @@ def git_dir(location: str, mirror_root: Path, offline: bool) -> Path:
     subprocess.run(["rm", "-rf", str(partial)], check=True)
     try:
         subprocess.run(
-            ["git", "clone", "--mirror", "--quiet", location, str(partial)],
+            # "--": a source starting with "-" is a repository name, never an option.
+            ["git", "clone", "--mirror", "--quiet", "--", location, str(partial)],
             check=True,
             capture_output=True,
-            env=dict(os.environ, GIT_TERMINAL_PROMPT="0"),
+            env=dict(os.environ, **_GIT_ENV),
         )
     except subprocess.CalledProcessError as exc:
         subprocess.run(["rm", "-rf", str(partial)], check=False)
@@ -92,7 +97,7 @@ def git_dir(location: str, mirror_root: Path, offline: bool) -> Path:
 
 def resolve(gitdir: Path, ref: str) -> str:
     """The commit a tag, branch or commit id names."""
-    result = _git(gitdir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    result = _git(gitdir, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
     if result.returncode != 0:
         raise FetchError(
             f"{ref} is not in the git repository {gitdir}",
@@ -106,30 +111,58 @@ def commit_time(gitdir: Path, commit: str) -> int:
 
 
 def export(gitdir: Path, commit: str, dest: Path) -> list[MissingBlob]:
-    """Write the tree of ``commit`` below ``dest``; return the blobs the repository lacks."""
+    """Write the tree of ``commit`` below ``dest``; return the blobs the repository lacks.
+
+    Written through ``safefs``: a member whose path passes through a symlink of the tree,
+    or a symlink that resolves outside it once written, is refused, and nothing is kept.
+    """
     listing = _git(gitdir, "ls-tree", "-r", "-z", "--full-tree", commit).stdout
+    what = f"git tree {commit[:12]}"
     entries: list[tuple[str, str, str]] = []
     for record in listing.split(b"\0"):
         if not record:
             continue
         meta, _, raw_path = record.partition(b"\t")
         mode, kind, blob = meta.decode().split()
-        path = raw_path.decode("utf-8", errors="strict")
+        try:
+            path = raw_path.decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            shown = raw_path.decode("utf-8", errors="backslashreplace")
+            raise UnsafeSourceError(
+                f"refusing {what}: member {shown!r} has a name that is not valid UTF-8", "refusing this tree"
+            ) from None
         if kind == "commit":
             log.warn(f"git submodule {path} is not exported (kube-router has none)")
             continue
-        safe = relative_path(path, "path in git tree")
-        if ".git" in safe.parts:
+        if ".git" in path.split("/"):
             raise UnsafeSourceError(f"git tree member {path} names a .git directory", "refusing this tree")
         entries.append((mode, blob, path))
 
     missing: list[MissingBlob] = []
-    proc = subprocess.Popen(
-        ["git", f"--git-dir={gitdir}", "cat-file", "--batch"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    with scratch_tree(dest, what, "refusing this tree") as tree:
+        for _, _, path in entries:
+            tree.parts(path)  # every name checked before a byte is written
+        proc = subprocess.Popen(
+            ["git", f"--git-dir={gitdir}", "cat-file", "--batch"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _write_blobs(proc, entries, tree, what, missing)
+        finally:
+            proc.kill()
+            proc.wait()
+    return missing
+
+
+def _write_blobs(
+    proc: subprocess.Popen[bytes],
+    entries: list[tuple[str, str, str]],
+    tree: Beneath,
+    what: str,
+    missing: list[MissingBlob],
+) -> None:
     assert proc.stdin is not None and proc.stdout is not None
     stdin = proc.stdin
 
@@ -138,7 +171,7 @@ def export(gitdir: Path, commit: str, dest: Path) -> list[MissingBlob]:
             for _, blob, _ in entries:
                 stdin.write(f"{blob}\n".encode())
             stdin.close()
-        except BrokenPipeError:
+        except (BrokenPipeError, ValueError):
             pass
 
     writer = threading.Thread(target=feed, daemon=True)
@@ -152,21 +185,19 @@ def export(gitdir: Path, commit: str, dest: Path) -> list[MissingBlob]:
         size = int(header[2])
         data = out.read(size)
         out.read(1)  # the newline after each object
-        target = dest / path
-        target.parent.mkdir(parents=True, exist_ok=True)
         if mode == "120000":
-            if not link_stays_inside(path, data.decode()):
+            try:
+                target = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise tree.refuse(path, "is a symlink whose target is not valid UTF-8") from None
+            if not link_stays_inside(path, target):
                 raise UnsafeSourceError(
-                    f"git tree member {path} is a symlink leaving the tree (-> {data.decode()})",
-                    "refusing this tree",
+                    f"git tree member {path} is a symlink leaving the tree (-> {target})", "refusing this tree"
                 )
-            target.symlink_to(data.decode())
+            tree.symlink(path, target)
         else:
-            target.write_bytes(data)
-            target.chmod(0o755 if mode == "100755" else 0o644)
+            tree.write(path, data, 0o755 if mode == "100755" else 0o644)
     writer.join()
-    proc.wait()
-    return missing
 
 
 def blob_id(data: bytes) -> str:

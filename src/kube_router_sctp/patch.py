@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import semver
 from . import unidiff
 from .errors import ConfigError, PatchError
 from .paths import patches_dir
+from .safefs import Beneath, write_tree
 
 INDEX = "series.toml"
 NATIVE_CHECKS = "native-checks"
@@ -78,10 +80,11 @@ class PatchedTree:
     def walk(self) -> Iterator[tuple[str, Path | bytes]]:
         """(relative path, file on disk or new bytes) for every file of the patched tree."""
         seen = set()
-        for dirpath, dirnames, filenames in os.walk(self.base):
+        for dirpath, dirnames, filenames, dirfd in os.fwalk(self.base):
+            links = [d for d in dirnames if stat.S_ISLNK(os.stat(d, dir_fd=dirfd, follow_symlinks=False).st_mode)]
             dirnames.sort()
             base = Path(dirpath)
-            for name in sorted(filenames + [d for d in dirnames if (base / d).is_symlink()]):
+            for name in sorted(filenames + links):
                 rel = (base / name).relative_to(self.base).as_posix()
                 seen.add(rel)
                 if rel in self.overlay:
@@ -95,18 +98,45 @@ class PatchedTree:
             if content is not None:
                 yield rel, content
 
+    def contents(self) -> Iterator[tuple[str, TreeFile]]:
+        """Every file of the patched tree with its content, read through ``safefs``: a
+        symlink is reported as its target, never followed, and nothing behind a symlinked
+        directory is read."""
+        with Beneath(self.base, "source tree", "the cached tree is damaged: remove it from the cache") as tree:
+            for rel, source in self.walk():
+                if isinstance(source, bytes):
+                    tree.lstat(rel)  # a patched file never sits behind a symlinked directory
+                    yield rel, TreeFile(source, 0o644)
+                    continue
+                info = tree.lstat(rel)
+                if info is not None and stat.S_ISLNK(info.st_mode):
+                    yield rel, TreeFile(b"", 0o777, tree.readlink(rel))
+                else:
+                    data, mode = tree.read_with_mode(rel)
+                    yield rel, TreeFile(data, 0o755 if mode & stat.S_IXUSR else 0o644)
+
     def materialize(self, dest: Path) -> None:
-        """Write the patched tree to ``dest`` (for users and for Go checks)."""
-        for rel, source in self.walk():
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(source, bytes):
-                target.write_bytes(source)
-            elif source.is_symlink():
-                target.symlink_to(source.readlink())
-            else:
-                target.write_bytes(source.read_bytes())
-                target.chmod(source.stat().st_mode & 0o777)
+        """Write the patched tree to ``dest`` (for users and for Go checks): a new or empty
+        directory, filled in a temporary sibling and renamed into place once its links
+        are checked; never through a symlink."""
+
+        def fill(out: Beneath) -> None:
+            for rel, item in self.contents():
+                if item.link is not None:
+                    out.symlink(rel, item.link)
+                else:
+                    out.write(rel, item.data, item.mode)
+
+        write_tree(dest, fill, "the patched tree")
+
+
+@dataclass(frozen=True)
+class TreeFile:
+    """A file of the patched tree: its bytes and mode, or a symlink's target."""
+
+    data: bytes
+    mode: int
+    link: str | None = None
 
 
 def load_index(root: Path | None = None) -> list[Series]:

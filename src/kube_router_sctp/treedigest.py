@@ -24,26 +24,36 @@ from .errors import UnsafeSourceError
 
 
 def manifest(root: Path) -> list[tuple[str, str, str]]:
-    """(path, mode, sha256) for every file below ``root``, sorted by path bytes."""
+    """(path, mode, sha256) for every file below ``root``, sorted by path bytes.
+
+    Walked through directory descriptors (``os.fwalk``) and read with ``O_NOFOLLOW``: a
+    symlink counts as its target text and is never followed, whatever it points at.
+    """
     rows: list[tuple[str, str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(root):
         base = Path(dirpath)
         names = list(filenames)
-        # os.walk lists symlinks to directories among dirnames; treat them as links.
+        # fwalk lists symlinks to directories among dirnames (and does not enter them).
         for name in list(dirnames):
-            if (base / name).is_symlink():
+            if stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
                 dirnames.remove(name)
                 names.append(name)
         for name in names:
-            path = base / name
-            rel = path.relative_to(root).as_posix()
-            info = path.lstat()
+            rel = (base / name).relative_to(root).as_posix()
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UnsafeSourceError(
+                    f"source tree member {rel.encode('utf-8', 'surrogateescape')!r} has a name that is not valid UTF-8",
+                    "source trees may only hold UTF-8 names",
+                ) from None
+            info = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
             if stat.S_ISLNK(info.st_mode):
-                target = str(path.readlink())
+                target = os.readlink(name, dir_fd=dirfd)
                 rows.append((rel, "120000", hashlib.sha256(target.encode()).hexdigest()))
             elif stat.S_ISREG(info.st_mode):
                 mode = "100755" if info.st_mode & stat.S_IXUSR else "100644"
-                rows.append((rel, mode, sha256_file(path)))
+                rows.append((rel, mode, _sha256_at(dirfd, name)))
             else:
                 raise UnsafeSourceError(
                     f"source tree member {rel} is neither a file nor a symlink",
@@ -51,6 +61,15 @@ def manifest(root: Path) -> list[tuple[str, str, str]]:
                 )
     rows.sort(key=lambda row: row[0].encode())
     return rows
+
+
+def _sha256_at(dirfd: int, name: str) -> str:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def digest_tree(root: Path) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PatchError
+from .safefs import Beneath
 from .validate import relative_path
 
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
@@ -176,17 +177,19 @@ def apply_file(original: bytes | None, patch: FilePatch, patch_name: str) -> byt
 
 
 def apply(patch_file: Path, read: dict[str, bytes | None] | None, base: Path) -> dict[str, bytes | None]:
-    """Apply one patch on top of ``base`` plus already-patched contents ``read``."""
+    """Apply one patch on top of ``base`` plus already-patched contents ``read``.
+
+    The tree is read through ``safefs``: a file the patch names that is a symlink, or that
+    lies behind a symlinked directory, is refused rather than read from wherever it leads;
+    so is a new file the patch would put behind one."""
     overlay = dict(read or {})
-    for file_patch in parse(patch_file.read_bytes(), patch_file.name):
-        source = file_patch.old_path or file_patch.path
-        if source in overlay:
-            original = overlay[source]
-        else:
-            on_disk = base / source
-            original = on_disk.read_bytes() if on_disk.is_file() else None
-        result = apply_file(original, file_patch, patch_file.name)
-        if file_patch.old_path and file_patch.new_path and file_patch.old_path != file_patch.new_path:
-            overlay[file_patch.old_path] = None
-        overlay[file_patch.path] = result
+    with Beneath(base, "source tree", "the tree is not the one the patch was made for") as tree:
+        for file_patch in parse(patch_file.read_bytes(), patch_file.name):
+            source = file_patch.old_path or file_patch.path
+            original = overlay[source] if source in overlay else tree.read(source)
+            tree.lstat(file_patch.path)  # refuses a target behind a symlinked directory
+            result = apply_file(original, file_patch, patch_file.name)
+            if file_patch.old_path and file_patch.new_path and file_patch.old_path != file_patch.new_path:
+                overlay[file_patch.old_path] = None
+            overlay[file_patch.path] = result
     return overlay

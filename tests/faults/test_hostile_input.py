@@ -132,3 +132,34 @@ def test_moved_tag_is_refused_unless_the_pin_is_updated(tmp_path: Path, upstream
         env={"KUBE_ROUTER_SCTP_CONFIG": str(config)},
     )  # fmt: skip
     assert accepted.returncode == 0, accepted.stderr[-1000:]
+
+
+# -- link chains: the outside review's attack, through every command that exports -------------
+@pytest.mark.parametrize(
+    ("command", "levels"),
+    [
+        ("pin", 3),  # scratch: <cache>/tmp/pin-XXXX
+        ("fetch", 4),  # scratch: <cache>/tmp/kube-router-XXXX/tree
+        ("patch", 4),
+    ],
+)
+def test_link_chain_in_a_git_tree_writes_nothing_outside(tmp_path: Path, command: str, levels: int) -> None:
+    from tests.support import hostile
+
+    chain = "/".join(["a"] * levels + [".."] * levels)  # "." as text; <levels> up in reality
+    repo, commit = hostile.link_chain_repo(tmp_path / "evil.git", chain=chain)
+    cache = tmp_path / "cache"
+    config = tmp_path / "config.toml"
+    # The review pinned the hostile release first (as `pin` told it to), then fetched it.
+    config.write_text(f'[kube-router.releases]\n"v0.3.2" = {{ commit = "{commit}", date = 1, '
+                      f'tree-sha256 = "{"0" * 64}" }}\n')  # fmt: skip
+    args = ["v0.3.2"] if command == "pin" else ["--ipvsadm-version", "1.31"]
+    result = env.run_cli(command, "--kube-router-source", str(repo), "--cache-dir", str(cache), *args,
+                         env={"KUBE_ROUTER_SCTP_CONFIG": str(config)})  # fmt: skip
+    assert result.returncode == 4, result.stderr[-2000:]
+    line = error_line(result.stderr)
+    assert "member 'b/sentinel/evil' passes through the symlink 'b'" in line
+    assert not (tmp_path / "sentinel").exists()
+    assert not list(tmp_path.rglob("evil"))
+    assert not list((cache / "trees").iterdir()) if (cache / "trees").exists() else True
+    assert not list((cache / "tmp").iterdir())  # the scratch is gone

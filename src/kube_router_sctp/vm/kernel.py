@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import log
+from ..archive import extract_tar
 from ..cache import Cache, remove_tree
 from ..errors import VMError
 from ..treedigest import sha256_file
@@ -180,7 +181,7 @@ def _extract_tar(handle: BinaryIO, size: int, name: str, dest: Path) -> None:
     member = io.BytesIO(handle.read(size))  # a kernel package's data member is ~70 MB
     if not name.endswith(".zst"):
         with tarfile.open(fileobj=member, mode="r:*") as archive:
-            archive.extractall(dest, filter="data")
+            extract_tar(archive, dest, name)
         return
     # tarfile reads no zstd before Python 3.14: the zstd tool decompresses as a stream.
     tool = shutil.which("zstd")
@@ -193,7 +194,7 @@ def _extract_tar(handle: BinaryIO, size: int, name: str, dest: Path) -> None:
             subprocess.Popen([tool, "-dc", str(packed)], stdout=subprocess.PIPE) as proc,
             tarfile.open(fileobj=proc.stdout, mode="r|") as archive,
         ):
-            archive.extractall(dest, filter="data")
+            extract_tar(archive, dest, name)
         if proc.returncode != 0:
             raise VMError(f"zstd could not decompress {name} (exit {proc.returncode})", "download the package again")
     finally:
