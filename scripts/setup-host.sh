@@ -45,8 +45,11 @@ if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
     $sudo update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || say "warning: cannot enable arm64 emulation (binfmt_misc)"
 fi
 
-if ! curl -fsS -o /dev/null http://127.0.0.1:5000/v2/; then
-    say "starting a registry on 127.0.0.1:5000"
+registry_up() { curl -fs -o /dev/null http://127.0.0.1:5000/v2/; }  # -s: "not running yet" is no error
+if registry_up; then
+    say "a registry answers on 127.0.0.1:5000"
+else
+    say "no registry on 127.0.0.1:5000 yet; starting one"
     $sudo mkdir -p "$state/registry"
     $sudo tee "$state/registry/config.yml" >/dev/null <<YAML
 version: 0.1
@@ -61,8 +64,8 @@ http:
   addr: 127.0.0.1:5000
 YAML
     $sudo sh -c "nohup docker-registry serve '$state/registry/config.yml' >'$state/registry/registry.log' 2>&1 &"
-    for _ in $(seq 1 30); do curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ && break; sleep 1; done
-    curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ || { echo "registry did not start; see $state/registry/registry.log" >&2; exit 1; }
+    for _ in $(seq 1 30); do registry_up && break; sleep 1; done
+    registry_up || { echo "registry did not start; see $state/registry/registry.log" >&2; exit 1; }
 fi
 
 if [ ! -x "$here/.venv/bin/python" ]; then

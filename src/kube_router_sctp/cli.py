@@ -6,6 +6,7 @@ Every handled failure prints one line (problem — fix) and exits with its class
 
 from __future__ import annotations
 
+import errno
 import functools
 import signal
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 
 import click
 
-from . import __version__, config, doctor, log, schema, smoke
+from . import __version__, config, doctor, log, safefs, schema, smoke
 from . import plan as plan_module
 from .cache import Cache
 from .engine import Engine
@@ -39,6 +40,9 @@ def _flag(opt: Option) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 _RUN_FLAGS = [
     click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON build report."),
     click.option("--quiet", "-q", is_flag=True, default=None, help="Only errors and results."),
+    click.option(
+        "--verbose", "-v", is_flag=True, default=None, help="Also stream the tools' output (the Docker build log)."
+    ),
 ]
 
 
@@ -73,8 +77,51 @@ def _flags(ctx: click.Context) -> dict[str, Any]:
 
 def _settings(ctx: click.Context) -> tuple[config.Settings, Path | None]:
     store: dict[str, Any] = ctx.ensure_object(dict)
-    log.set_quiet(bool(store.get("quiet")))
-    return config.load(_flags(ctx)), store.get("report")
+    log.set_level(log.QUIET if store.get("quiet") else log.VERBOSE if store.get("verbose") else log.NORMAL)
+    settings = config.load(_flags(ctx))
+    log.set_log_dir(settings.cache_dir / "logs")
+    return settings, store.get("report")
+
+
+# Files the tool writes for the user, by the key their flag is stored under: checked
+# before any work starts, so a symlink or device there costs nothing.
+_OUTPUTS = {
+    "report": "the report",
+    "table_path": "the check-patches table",
+    "save_context": "the build context",
+}
+
+
+def _check_outputs(store: dict[str, Any]) -> None:
+    for key, what in _OUTPUTS.items():
+        if store.get(key) is not None:
+            safefs.check_output(Path(store[key]), what)
+    if store.get("results_path") is not None:
+        from .verify import results_paths
+
+        for path in results_paths(Path(store["results_path"])):
+            safefs.check_output(path, "the results")
+    if store.get("output") is not None:
+        safefs.check_output(Path(store["output"]), "the patched tree", directory=True)
+
+
+def _os_error(exc: OSError) -> PipelineError:
+    """An OSError as one line: what failed and where, and the fix for that error."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    problem = f"{exc.strerror or exc}{where}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free disk space or fix permissions there (the cache is --cache-dir), then run again"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        fix = "fix the permissions there, or choose a place this user may write (the cache is --cache-dir)"
+    elif exc.errno == errno.EROFS:
+        fix = "the file system is read-only: choose a writable place (the cache is --cache-dir)"
+    elif exc.errno == errno.ENAMETOOLONG:
+        fix = "use a shorter path"
+    elif exc.errno == errno.ENOENT:
+        fix = "check that the path exists"
+    else:
+        fix = f"check that place (error {errno.errorcode.get(exc.errno or 0, exc.errno)})"
+    return PipelineError(problem, fix)
 
 
 def _terminate_as_interrupt(_signum: int, _frame: object) -> None:
@@ -95,24 +142,22 @@ def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
         if isinstance(ctx.command, click.Group) and ctx.invoked_subcommand is not None:
             _collect(ctx, kwargs)  # the subcommand runs (and reports) with these flags
             return None
+        code = 0
+        result = None
         try:
             _collect(ctx, kwargs)
+            _check_outputs(ctx.obj)
             report_path = ctx.obj.get("report")
             result = func(ctx)
             report.finish("succeeded")
-            return result
         except PipelineError as exc:
             report.finish("failed", exc.one_line())
             log.error(exc.one_line())
             code = exc.exit_code
         except OSError as exc:
-            # Disk full, permissions: the work in progress was already cleaned up where it
-            # was written (temporary files, scratch directories); say what and where.
-            where = f" ({exc.filename})" if exc.filename else ""
-            error = PipelineError(
-                f"{exc.strerror or exc}{where}",
-                "free disk space or fix permissions there (the cache is --cache-dir), then run again",
-            )
+            # The work in progress was already cleaned up where it was written (temporary
+            # files, scratch directories); say what failed and where.
+            error = _os_error(exc)
             report.finish("failed", error.one_line())
             log.error(error.one_line())
             code = error.exit_code
@@ -122,14 +167,34 @@ def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
             log.error(exc2.one_line())
             code = exc2.exit_code
         finally:
-            if report_path is not None and report.data.get("status") != "running":
-                try:
-                    report.write(report_path)
-                except OSError as exc:
-                    log.error(f"could not write the report {report_path}: {exc.strerror or exc}")
-        sys.exit(code)
+            code = _finish(report, report_path, code)
+        if code:
+            sys.exit(code)
+        return result
 
     return wrapper
+
+
+def _finish(report: Report, report_path: Path | None, code: int) -> int:
+    """Name the run's log file, write the report; a report that cannot be written makes
+    the run fail (its exit code, or the write's own when the run had succeeded)."""
+    written_log = log.log_path()
+    if written_log is not None:
+        report.set("log", str(written_log))
+        (log.notice if code else log.info)(f"full log: {written_log}")
+    log.close_log()
+    if report_path is None or report.data.get("status") == "running":
+        return code
+    try:
+        report.write(report_path)
+    except PipelineError as exc:
+        log.error(f"could not write the report: {exc.one_line()}")
+        return code or exc.exit_code
+    except OSError as exc:
+        error = _os_error(exc)
+        log.error(f"could not write the report: {error.one_line()}")
+        return code or error.exit_code
+    return code
 
 
 def _pipeline(ctx: click.Context) -> Pipeline:
@@ -151,7 +216,7 @@ def main(ctx: click.Context) -> None:
     settings = pipeline.plan.settings
     tags = pipeline.release(settings.push is not None, settings.smoke, _smoke_engine(settings))
     for reference, digest in tags.items():
-        click.echo(f"{reference} {digest}")
+        log.out(f"{reference} {digest}")
 
 
 @main.command("fetch")
@@ -174,10 +239,10 @@ def fetch_command(ctx: click.Context) -> None:
             raise ConfigError(f"{path} matches no pinned file", "only files with a pinned sha256 can be imported")
         log.info(f"imported {path} as {stored[1]} ({stored[0][:12]})")
     fetched = pipeline.fetch()
-    click.echo(f"kube-router {fetched.kube_router.version} {fetched.kube_router.path}")
-    click.echo(f"ipvsadm {pipeline.plan.ipvsadm_version} {fetched.ipvsadm.path}")
+    log.out(f"kube-router {fetched.kube_router.version} {fetched.kube_router.path}")
+    log.out(f"ipvsadm {pipeline.plan.ipvsadm_version} {fetched.ipvsadm.path}")
     if fetched.go_toolchain:
-        click.echo(f"go {pipeline.plan.line.go.value} {fetched.go_toolchain.path}")
+        log.out(f"go {pipeline.plan.line.go.value} {fetched.go_toolchain.path}")
 
 
 @main.command("patch")
@@ -190,12 +255,10 @@ def patch_command(ctx: click.Context) -> None:
     patched = pipeline.patch()
     output = ctx.obj.get("output")
     if output is not None:
-        if output.exists() and any(output.iterdir()):
-            raise ConfigError(f"{output} is not empty", "choose an empty or new directory")
         patched.materialize(output)
-        click.echo(f"patched tree written to {output}")
+        log.out(f"patched tree written to {output}")
     for item in patched.applied:
-        click.echo(f"{item.name} {item.sha256[:12]} {item.description}")
+        log.out(f"{item.name} {item.sha256[:12]} {item.description}")
 
 
 @main.command("render")
@@ -205,7 +268,7 @@ def render_command(ctx: click.Context) -> None:
     """Print the Dockerfile rendered from images/Dockerfile.j2 (configured base images)."""
     pipeline = _pipeline(ctx)
     resolve = pipeline.plan.settings.bootstrap_bases == "always"
-    click.echo(pipeline.render(resolve_bases=resolve).dockerfile, nl=False)
+    log.out(pipeline.render(resolve_bases=resolve).dockerfile, nl=False)
 
 
 @main.command("build")
@@ -219,7 +282,7 @@ def render_command(ctx: click.Context) -> None:
 def build_command(ctx: click.Context) -> None:
     """Build the image (tagged as a candidate; release tags need the smoke test)."""
     built = _pipeline(ctx).build(ctx.obj.get("save_context"))
-    click.echo(f"{built.reference} {built.image_id}")
+    log.out(f"{built.reference} {built.image_id}")
 
 
 @main.command("push")
@@ -232,7 +295,7 @@ def push_command(ctx: click.Context) -> None:
     if settings.push is None:
         raise ConfigError("push needs a registry", "pass --push REGISTRY[/NAMESPACE]")
     for reference, digest in pipeline.release(True, settings.smoke, _smoke_engine(settings)).items():
-        click.echo(f"{reference} {digest}")
+        log.out(f"{reference} {digest}")
 
 
 @main.command("pin")
@@ -260,8 +323,8 @@ def pin_command(ctx: click.Context) -> None:
         settings.mirrors.go_proxy,
         settings.offline,
     )
-    click.echo("[kube-router.releases]")
-    click.echo(pinned.toml())
+    log.out("[kube-router.releases]")
+    log.out(pinned.toml())
 
 
 @main.command("config")
@@ -270,9 +333,9 @@ def pin_command(ctx: click.Context) -> None:
 def config_command(ctx: click.Context) -> None:
     """Show the resolved configuration and where each value came from."""
     settings, _ = _settings(ctx)
-    click.echo(f"# user config: {config.user_config_path()}")
+    log.out(f"# user config: {config.user_config_path()}")
     for key, value, origin in config.rows(settings):
-        click.echo(f"{key} = {value}    # {schema.by_origin(origin).removeprefix('the ')}")
+        log.out(f"{key} = {value}    # {schema.by_origin(origin).removeprefix('the ')}")
 
 
 def _smoke_engine(settings: config.Settings) -> Engine | None:
@@ -323,7 +386,7 @@ def smoke_command(ctx: click.Context) -> None:
             builder, image, kernel_files, kube_router, ipvsadm, versions=bool(kube_router and ipvsadm), cache=cache
         )
         ctx.obj["_report"].add("smoke", result.record())
-        click.echo(f"smoke passed: {image} on {result.host} in {result.seconds:.1f}s")
+        log.out(f"smoke passed: {image} on {result.host} in {result.seconds:.1f}s")
         return
     with log.step("smoke", f"{image} on {engine.describe()}"):
         result = smoke.on_docker(
@@ -335,7 +398,7 @@ def smoke_command(ctx: click.Context) -> None:
             versions=bool(kube_router and ipvsadm),
         )
     ctx.obj["_report"].add("smoke", result.record())
-    click.echo(f"smoke passed: {image} on {result.host} in {result.seconds:.1f}s")
+    log.out(f"smoke passed: {image} on {result.host} in {result.seconds:.1f}s")
 
 
 @main.command("doctor")
@@ -348,9 +411,9 @@ def doctor_command(ctx: click.Context) -> None:
     findings = doctor.run(settings, ctx.obj.get("image"))
     width = max(len(f.check) for f in findings)
     for finding in findings:
-        click.echo(f"[{finding.status:>4}] {finding.check:<{width}}  {finding.seen}")
+        log.out(f"[{finding.status:>4}] {finding.check:<{width}}  {finding.seen}")
         if finding.todo and finding.status != doctor.OK:
-            click.echo(f"{'':>7}{'':<{width}}  -> {finding.todo}")
+            log.out(f"{'':>7}{'':<{width}}  -> {finding.todo}")
     failed = [f for f in findings if f.status == doctor.FAIL]
     if failed:
         raise DoctorFindings(
@@ -390,10 +453,10 @@ def check_patches_command(ctx: click.Context) -> None:
     start = time.monotonic()
     rows = checkpatches.run(versions, flags, bool(store.get("control")), show)
     text = checkpatches.table(rows)
-    click.echo(text)
-    click.echo(f"\n{len(rows)} release(s) in {time.monotonic() - start:.0f}s")
+    log.out(text)
+    log.out(f"\n{len(rows)} release(s) in {time.monotonic() - start:.0f}s")
     if store.get("table_path"):
-        Path(store["table_path"]).write_text(text + "\n")
+        safefs.write_output(Path(store["table_path"]), (log.clean(text) + "\n").encode(), "the check-patches table")
     ctx.obj["_report"].add("check_patches", {"rows": [vars(r) for r in rows]})
     failed = [r for r in rows if not r.passed]
     if failed:
@@ -434,7 +497,7 @@ def verify_command(ctx: click.Context) -> None:
     store = ctx.obj
     version = store.get("kube_router_version")  # only when given: else from the image's labels
     runs = verify.verify(settings, store["image"], store.get("control_image"), version)
-    click.echo(verify.markdown(runs))
+    log.out(verify.markdown(runs))
     ctx.obj["_report"].add("verify", {"runs": [run.record() for run in runs]})
     if store.get("results_path"):
         md, js = verify.write_results(Path(store["results_path"]), runs)

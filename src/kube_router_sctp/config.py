@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import ipvsadm, pins, schema, validate
+from . import ipvsadm, pins, redact, schema, validate
 from .errors import ConfigError
 from .options import ATTRS, ENV_NAMES, ENV_PREFIX, HOST, OPTIONS, OTHER_ENV, SECTIONS, Mirrors, Settings, show
 from .pins import FAMILIES
@@ -199,7 +199,9 @@ def load(
         ca_bundle=values["mirrors.ca-bundle"],
     )
     kwargs = {ATTRS[key][0]: value for key, value in values.items() if len(ATTRS[key]) == 1}
-    return Settings(pins=checked_pins, sources=origins, mirrors=mirrors, **kwargs)
+    settings = Settings(pins=checked_pins, sources=origins, mirrors=mirrors, **kwargs)
+    redact.register_values(settings)  # once: every line, report and file hides them from now on
+    return settings
 
 
 def rows(settings: Settings) -> list[tuple[str, str, str]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import bases, context, fetch, log, patch, render, smoke
+from . import bases, context, fetch, log, patch, render, safefs, smoke
 from .cache import Cache, remove_tree
 from .download import Downloader
 from .engine import Engine
@@ -206,7 +206,7 @@ class Pipeline:
                     )
                     log.info(f"build context: {ctx.files} files, {ctx.size / 1048576:.1f} MiB")
                     if save_context is not None:
-                        shutil.copyfile(ctx.path, save_context)
+                        safefs.write_output(save_context, ctx.path, "the build context")
                     image_id = self.engine.build(ctx.path, candidate, nocache=self.plan.settings.no_cache)
                 finally:
                     remove_tree(scratch)

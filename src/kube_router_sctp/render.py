@@ -21,6 +21,7 @@ from . import validate
 from .errors import ConfigError
 from .paths import images_dir, project_dir
 from .plan import Plan
+from .redact import has_credentials, redact, redact_data
 
 TEMPLATE = "Dockerfile.j2"
 KUBE_ROUTER_IMPORT = "github.com/cloudnativelabs/kube-router"
@@ -67,6 +68,18 @@ def _check_values(value: Any, where: str = "template context") -> None:
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for item in dataclasses.fields(value):
             _check_values(getattr(value, item.name), f"{where}.{item.name}")
+
+
+def _without_credentials(url: str | None, what: str, where: str) -> str | None:
+    """Refuse a URL with credentials where the Dockerfile would keep it: in an image layer
+    (and its history) for anyone who pulls the image."""
+    if url and has_credentials(url):
+        raise ConfigError(
+            f"{what} URL carries credentials, and {where} would keep them in an image layer",
+            "use a proxy or mirror that needs no credentials in the URL (for example an "
+            "authenticating proxy on the build host that the build reaches without them)",
+        )
+    return url
 
 
 def workdir(layout: str) -> str:
@@ -230,12 +243,20 @@ def render(
         "ipvsadm": ipvsadm_context(plan),
         "build_date": dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "ca_bundle": ca_bundle,
-        "go_proxy": plan.settings.mirrors.go_proxy if layout == "modules" or go.kind == "toolchain" else None,
+        "go_proxy": _without_credentials(
+            plan.settings.mirrors.go_proxy if layout == "modules" or go.kind == "toolchain" else None,
+            "the Go module proxy",
+            "ENV GOPROXY=",
+        ),
         # Rewrite apt sources only for a mirror the user chose; bootstrapped bases and
         # registry images keep the sources they came with.
-        "debian_mirror": plan.settings.mirrors.debian
-        if plan.family == "debian" and plan.settings.chosen("mirrors.debian")
-        else None,
+        "debian_mirror": _without_credentials(
+            plan.settings.mirrors.debian
+            if plan.family == "debian" and plan.settings.chosen("mirrors.debian")
+            else None,
+            "the Debian mirror",
+            "the builder stages' apt sources",
+        ),
         "debian_suite": plan.settings.pins.families["debian"].suite if plan.family == "debian" else None,
         "labels": labels(plan, bases, epoch),
         "targets": [_target(t) for t in (targets or (platform,))],
@@ -252,7 +273,8 @@ def render(
     _check_values(context)
     text = env.get_template(TEMPLATE).render(**context)
     text = re.sub(r"\n{3,}", "\n\n", text).lstrip("\n")
-    return Rendered(text, context["labels"], provenance(plan, bases), epoch, go_zip, ca_bundle)
+    # Nothing rendered may carry a secret (the provenance names the source URL).
+    return Rendered(redact(text), context["labels"], redact_data(provenance(plan, bases)), epoch, go_zip, ca_bundle)
 
 
 def configured_bases(plan: Plan) -> BaseImages:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .redact import redact_data
+from .safefs import write_output
 
 
 class Report:
@@ -44,17 +44,9 @@ class Report:
             self.data["error"] = error
 
     def write(self, path: Path) -> None:
-        path = path.resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.data, handle, indent=2, sort_keys=True)
-                handle.write("\n")
-            Path(temp).replace(path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        """Atomically, never through a symlink, with every credential redacted."""
+        text = json.dumps(redact_data(self.data), indent=2, sort_keys=True) + "\n"
+        write_output(path, text.encode(), "the report")
 
 
 def _now() -> str:

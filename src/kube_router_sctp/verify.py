@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import log
+from . import log, safefs
 from .cache import Cache
 from .config import Settings
 from .dataplane import manifests as m
@@ -30,7 +30,8 @@ from .dataplane.node import Node, kube_router_flags, transfer_image
 from .dataplane.scenario import ADDRESSES, CLIENT, PROTOCOLS, Outcome, Scenario
 from .engine import Engine
 from .errors import ConfigError, DataplaneError, VMError
-from .vm import dockerhost
+from .redact import redact, redact_data
+from .vm.dockerhost import HOST_FROM_GUEST, docker_host
 from .vm.kernel import KernelFiles, resolve
 
 VERSION_LABEL = "io.github.kube-router-sctp.kube-router.version"
@@ -126,16 +127,16 @@ def run_one(run: Run, builder: Engine, kernel: KernelFiles, cache: Cache, mirror
     """Boot a node, run the checks, fill ``run``; the VM and the stand-in always go."""
     start = time.monotonic()
     run.kernel = f"{kernel.version} (QEMU, TCG)"
-    with dockerhost.docker_host(kernel, cache, mirror=mirror) as host:
+    with docker_host(kernel, cache, mirror=mirror) as host:
         run.timings["boot"] = host.boot_seconds
         mark = time.monotonic()
         with log.step("image into the node", run.image):
-            transfer_image(builder, host.engine, run.image)
+            image_id = transfer_image(builder, host.engine, run.image)
         run.timings["image copy"] = time.monotonic() - mark
-        node = Node(host.engine, run.image)
+        node = Node(host.engine, image_id)  # a digest reference has no name on the node
         with KubeAPIStandIn(Store(topology()), "127.0.0.1", 0, bookmark_interval=5.0) as api:
             port = api.url.rsplit(":", 1)[1]
-            kubeconfig = api.kubeconfig(f"http://{dockerhost.HOST_FROM_GUEST}:{port}")
+            kubeconfig = api.kubeconfig(f"http://{HOST_FROM_GUEST}:{port}")
             scenario = Scenario(node, api.store, control=run.role == "control")
             try:
                 _drive(run, node, scenario, kubeconfig)
@@ -239,18 +240,22 @@ def evidence_markdown(run: Run, keys: tuple[str, ...]) -> str:
     return "\n".join(blocks)
 
 
+def results_paths(path: Path) -> tuple[Path, Path]:
+    """``PATH.md`` and ``PATH.json`` for ``--results PATH``."""
+    stem = path.with_suffix("") if path.suffix in (".md", ".json") else path  # "v0.3.2" keeps its dots
+    return stem.parent / f"{stem.name}.md", stem.parent / f"{stem.name}.json"
+
+
 def write_results(path: Path, runs: list[Run]) -> tuple[Path, Path]:
     """``PATH.md`` (the tables, then the firewall evidence) and ``PATH.json`` (everything)."""
-    stem = path.with_suffix("") if path.suffix in (".md", ".json") else path  # "v0.3.2" keeps its dots
-    md, js = stem.parent / f"{stem.name}.md", stem.parent / f"{stem.name}.json"
-    md.parent.mkdir(parents=True, exist_ok=True)
+    md, js = results_paths(path)
     evidence_keys = tuple(k for run in runs for k in run.evidence if k.startswith(("root cause", "ipset", "iptables")))
     body = markdown(runs)
     for run in runs:
         shown = evidence_markdown(run, tuple(dict.fromkeys(evidence_keys)))
         if shown:
             body += f"\n### Evidence: {run.role} `{run.image}`\n\n{shown}"
-    md.write_text(body)
+    safefs.write_output(md, redact(body).encode(), "the results")
     record = {"met": all(r.met for r in runs), "failures": failures(runs), "runs": [r.record() for r in runs]}
-    js.write_text(json.dumps(record, indent=2) + "\n")
+    safefs.write_output(js, (json.dumps(redact_data(record), indent=2) + "\n").encode(), "the results")
     return md, js
