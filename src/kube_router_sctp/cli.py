@@ -183,6 +183,7 @@ def _finish(report: Report, report_path: Path | None, code: int) -> int:
         report.set("log", str(written_log))
         (log.notice if code else log.info)(f"full log: {written_log}")
     log.close_log()
+    log.set_log_dir(None)
     if report_path is None or report.data.get("status") == "running":
         return code
     try:

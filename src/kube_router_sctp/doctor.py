@@ -16,11 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from . import smoke
 from .config import Settings
-from .engine import Engine
+from .engine import Engine, registry_api_status
 from .errors import DockerError, SmokeError
 
 OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
@@ -229,14 +227,13 @@ def registry_checks(settings: Settings) -> Iterator[Finding]:
     schemes = ("http", "https") if loopback else ("https", "http")
     last = ""
     for scheme in schemes:
-        try:
-            response = requests.get(f"{scheme}://{host}/v2/", timeout=5)
-        except requests.RequestException as exc:
-            last = str(exc).splitlines()[0][:160]
+        status = registry_api_status(f"{scheme}://{host}/v2/")
+        if isinstance(status, str):
+            last = status
             continue
-        if response.status_code == 200:
+        if status == 200:
             yield Finding(OK, "registry", f"{scheme}://{host}/v2/ answers without authentication")
-        elif response.status_code == 401:
+        elif status == 401:
             auths = _docker_config_auths()
             if host in auths:
                 yield Finding(OK, "registry", f"{host} requires login; the Docker config has credentials for it")
@@ -248,9 +245,7 @@ def registry_checks(settings: Settings) -> Iterator[Finding]:
                     f"docker login {host}",
                 )
         else:
-            yield Finding(
-                WARN, "registry", f"{scheme}://{host}/v2/ answered HTTP {response.status_code}", "check the registry"
-            )
+            yield Finding(WARN, "registry", f"{scheme}://{host}/v2/ answered HTTP {status}", "check the registry")
         if scheme == "http" and not loopback:
             yield Finding(
                 WARN,

@@ -1,13 +1,18 @@
 """The one place that talks to Docker (the Engine API through the docker SDK).
 
 Builds and pushes are streamed with the low-level client, because the high-level one
-returns only at the end and reports push failures inside an HTTP 200 stream. Every
-failure becomes a DockerError or RegistryError that names the step and the fix.
-Registry credentials come from the Docker config the SDK reads; they are never logged.
+returns only at the end and reports push failures inside an HTTP 200 stream. Every SDK
+call runs inside ``_calling``, which turns the SDK's and the HTTP stack's exceptions into
+a DockerError or RegistryError naming the call and the fix: nothing outside this module
+imports ``docker`` or talks HTTP to a daemon. Containers are ``Container`` objects that
+remove themselves when their ``with`` block ends (the idea of cibuildwheel's
+``OCIContainer``). Registry credentials come from the Docker config the SDK reads; they
+are never logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -15,7 +20,7 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,23 +28,155 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+import urllib3.exceptions
 
-from . import log
-from .errors import DockerError, RegistryError
+from . import archive, log
+from .errors import DockerError, PipelineError, RegistryError
+from .redact import redact
 
 _STEP_RE = re.compile(r"^Step (\d+/\d+) : (.*)$")
-_SECRET_RE = re.compile(r"(?i)(authorization|password|token|auth)(\"?\s*[=:]\s*\"?(?:basic |bearer )?)[^\s\"',}]+")
+_LOADED_ID_RE = re.compile(r"Loaded image ID: (sha256:[0-9a-f]{64})")
+_LOADED_NAME_RE = re.compile(r"Loaded image: (\S+)")
+# What the SDK and the HTTP stack below it raise: the daemon refused, went away or
+# answered nonsense. Anything else is not Docker's and is left alone.
+_SDK_ERRORS = (docker.errors.DockerException, requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError)
+_PING_API = "1.24"  # any daemon of the last years answers /_ping at this version
 
 
-def redact(text: str) -> str:
-    """Hide anything that looks like a credential before it reaches output."""
-    return _SECRET_RE.sub(r"\1\2***", text)
+@contextlib.contextmanager
+def _calling(what: str, fix: str = "check the daemon", error: type[PipelineError] = DockerError) -> Iterator[None]:
+    """Run an SDK call; its failure becomes ``error`` saying ``what`` failed and ``fix``."""
+    try:
+        yield
+    except _SDK_ERRORS as exc:
+        raise error(f"{what}: {_short(exc)}", fix) from exc
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status_code", None) if isinstance(exc, docker.errors.APIError) else None
+
+
+def daemon_answers(base_url: str, timeout: float = 3.0) -> bool:
+    """Whether a Docker daemon answers ``/_ping`` at ``base_url`` (``tcp://host:port``,
+    ``unix://path``) right now; for waiting on a daemon that is starting."""
+    try:
+        client = docker.APIClient(base_url=base_url, version=_PING_API, timeout=timeout)
+    except _SDK_ERRORS:
+        return False
+    try:
+        return bool(client.ping())
+    except _SDK_ERRORS:
+        return False
+    finally:
+        client.close()
+
+
+def registry_api_status(url: str, timeout: float = 5.0) -> int | str:
+    """The HTTP status a registry's ``/v2/`` answers with, or why it did not answer."""
+    try:
+        return requests.get(url, timeout=timeout).status_code
+    except requests.RequestException as exc:
+        return redact(str(exc).splitlines()[0][:160]) if str(exc) else type(exc).__name__
 
 
 @dataclass(frozen=True)
 class RunResult:
     exit_code: int
     output: str
+
+
+class Container:
+    """A container on one daemon. ``with`` it: however the block ends, it is removed."""
+
+    def __init__(self, engine: Engine, container_id: str, image: str = "") -> None:
+        self.engine = engine
+        self.id = container_id
+        self.image = image or container_id[:12]
+
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.remove()
+
+    @property
+    def _api(self) -> Any:
+        return self.engine.api
+
+    def start(self) -> None:
+        with _calling(f"cannot start a container of {self.image}"):
+            self._api.start(self.id)
+
+    def wait(self, timeout: int) -> int:
+        with _calling(f"the container of {self.image} did not finish", "check the daemon and the command's time limit"):
+            status = self._api.wait(self.id, timeout=timeout)
+        return int(status.get("StatusCode", -1))
+
+    def logs(self) -> str:
+        with _calling(f"cannot read the log of {self.id[:12]}"):
+            return str(self._api.logs(self.id, stdout=True, stderr=True).decode(errors="replace"))
+
+    def running(self) -> bool:
+        with _calling(f"cannot inspect container {self.id[:12]}"):
+            return bool(self._api.inspect_container(self.id)["State"].get("Running"))
+
+    def exec(self, command: list[str]) -> RunResult:
+        """Run a command in the running container; its exit status and output."""
+        with _calling(f"cannot exec in {self.id[:12]}", "check the container"):
+            run = self._api.exec_create(self.id, command)
+            output = self._api.exec_start(run["Id"]).decode(errors="replace")
+            code = self._api.exec_inspect(run["Id"]).get("ExitCode")
+        return RunResult(int(code) if code is not None else -1, output)
+
+    def put_archive(self, directory: str, data: bytes | Path) -> None:
+        """Unpack a tar (bytes or a file) into the container before it starts; works with
+        remote daemons too, unlike bind mounts."""
+        with _calling(f"cannot copy files into a container of {self.image}"):
+            if isinstance(data, Path):
+                with data.open("rb") as handle:
+                    self._api.put_archive(self.id, directory, handle)
+            else:
+                self._api.put_archive(self.id, directory, data)
+
+    def put_file(self, path: str, text: str) -> None:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            data = text.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        self.put_archive("/", buffer.getvalue())
+
+    def copy_out(self, path: str, dest: Path) -> None:
+        """``path`` of the container into ``dest``, through the safe extractor (an image's
+        files are as hostile as the source they were built from)."""
+        archive_file = dest / ".copy-out.tar"
+        with _calling(f"cannot copy {path} out of {self.image}"):
+            stream, _ = self._api.get_archive(self.id, path)
+            with archive_file.open("wb") as handle:
+                for chunk in stream:
+                    handle.write(chunk)
+        try:
+            with tarfile.open(archive_file) as tar:
+                archive.extract_tar(tar, dest, f"{path} of {self.image}")
+        except tarfile.TarError as exc:
+            raise DockerError(
+                f"the daemon sent {path} of {self.image} as a damaged archive ({exc})", "see its log"
+            ) from exc
+        finally:
+            archive_file.unlink(missing_ok=True)
+
+    def export(self, dest: Path) -> None:
+        with _calling(f"cannot export {self.image}", "check the daemon's disk space"), dest.open("wb") as handle:
+            for chunk in self._api.export(self.id):
+                handle.write(chunk)
+
+    def remove(self) -> None:
+        try:
+            self._api.remove_container(self.id, force=True)
+        except _SDK_ERRORS as exc:
+            if _status(exc) != 404:
+                log.warn(f"could not remove container {self.id[:12]}: {_short(exc)}")
 
 
 class Engine:
@@ -51,7 +188,7 @@ class Engine:
             else:
                 self.api = docker.from_env(version="auto", timeout=timeout).api
             self.api.ping()
-        except (docker.errors.DockerException, requests.RequestException) as exc:
+        except _SDK_ERRORS as exc:
             where = base_url or "the local socket (DOCKER_HOST unset)"
             raise DockerError(
                 f"the Docker daemon at {where} is not reachable ({_short(exc)})",
@@ -62,11 +199,13 @@ class Engine:
         return self.base_url or "local Docker daemon"
 
     def version(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.api.version()
+        with _calling(f"cannot ask {self.describe()} for its version"):
+            result: dict[str, Any] = self.api.version()
         return result
 
     def info(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.api.info()
+        with _calling(f"cannot ask {self.describe()} for its configuration"):
+            result: dict[str, Any] = self.api.info()
         return result
 
     # -- images ---------------------------------------------------------------------
@@ -74,16 +213,14 @@ class Engine:
         try:
             result: dict[str, Any] = self.api.inspect_image(reference)
             return result
-        except docker.errors.ImageNotFound:
-            return None
-        except docker.errors.APIError as exc:
-            if exc.status_code == 404:
+        except _SDK_ERRORS as exc:
+            if isinstance(exc, docker.errors.ImageNotFound) or _status(exc) == 404:
                 return None
             raise DockerError(f"cannot inspect {reference}: {_short(exc)}", "check the daemon") from exc
 
     def pull(self, reference: str, platform: str | None = None) -> None:
         repository, _, tag = reference.partition("@") if "@" in reference else _split_tag(reference)
-        try:
+        with _calling(f"cannot pull {reference}", "check the reference, the registry and the daemon", RegistryError):
             stream = self.api.pull(repository, tag=tag or None, stream=True, decode=True, platform=platform)
             for event in stream:
                 if "error" in event:
@@ -91,21 +228,16 @@ class Engine:
                         f"cannot pull {reference}: {redact(str(event['error']))}",
                         "check the reference, the registry and your credentials",
                     )
-        except docker.errors.APIError as exc:
-            raise RegistryError(
-                f"cannot pull {reference}: {_short(exc)}", "check the reference and the registry"
-            ) from exc
-        except requests.RequestException as exc:
-            raise RegistryError(f"cannot pull {reference}: {_short(exc)}", "check the daemon") from exc
 
     def tag(self, image: str, repository: str, tag: str) -> None:
-        self.api.tag(image, repository, tag, force=True)
+        with _calling(f"cannot tag {image[:19]} as {repository}:{tag}"):
+            self.api.tag(image, repository, tag, force=True)
 
     def remove_image(self, reference: str) -> None:
         try:
             self.api.remove_image(reference, force=True, noprune=False)
-        except docker.errors.APIError as exc:
-            if exc.status_code != 404:
+        except _SDK_ERRORS as exc:
+            if _status(exc) != 404:
                 raise DockerError(f"cannot remove {reference}: {_short(exc)}", "remove it by hand") from exc
 
     # -- build ----------------------------------------------------------------------
@@ -117,12 +249,15 @@ class Engine:
         nocache: bool = False,
         platform: str | None = None,
         target: str | None = None,
-        on_output: Callable[[str], None] = log.detail,
+        on_output: Callable[[str], None] = log.stream,
     ) -> str:
-        """Build from a prepared context tar; return the image id. Output streams live."""
+        """Build from a prepared context tar; return the image id. The daemon's output
+        goes to ``on_output`` (the log file, and the terminal with ``-v``); each step is
+        one line with its time."""
         step = "(before the first step)"
         image_id: str | None = None
         last_lines: list[str] = []
+        steps = _StepClock()
         try:
             with context.open("rb") as handle:
                 stream: Iterable[dict[str, Any]] = self.api.build(
@@ -140,13 +275,15 @@ class Engine:
                 for event in stream:
                     if "stream" in event:
                         text = str(event["stream"])
-                        for line in text.rstrip("\n").splitlines():
+                        for line in log.clean(text).rstrip("\n").splitlines():
                             match = _STEP_RE.match(line.strip())
                             if match:
                                 step = f"step {match[1]} ({match[2][:120]})"
+                                steps.begin(step)
                             last_lines = [*last_lines, line][-40:]
                         on_output(text)
                     elif "error" in event:
+                        steps.end(failed=True)
                         detail = redact(str(event.get("errorDetail", {}).get("message") or event["error"]))
                         tail = "\n".join(last_lines)
                         if tail:
@@ -157,12 +294,15 @@ class Engine:
                     elif "aux" in event and "ID" in event["aux"]:
                         image_id = str(event["aux"]["ID"])
         except docker.errors.APIError as exc:
+            steps.end(failed=True)
             raise DockerError(f"image build failed at {step}: {_short(exc)}", _build_hint(str(exc))) from exc
-        except requests.RequestException as exc:
+        except _SDK_ERRORS as exc:
+            steps.end(failed=True)
             raise DockerError(
                 f"lost the Docker daemon during the build at {step} ({_short(exc)})",
                 "check that dockerd is running and has disk space, then run again",
             ) from exc
+        steps.end()
         if image_id is None:
             inspected = self.image(tag)
             if inspected is None:
@@ -203,7 +343,7 @@ class Engine:
         except docker.errors.APIError as exc:
             message = redact(_short(exc))
             raise RegistryError(f"push of {repository}:{tag} failed: {message}", _push_hint(message)) from exc
-        except requests.RequestException as exc:
+        except _SDK_ERRORS as exc:
             raise RegistryError(
                 f"push of {repository}:{tag} failed: {_short(exc)}", "check the daemon and the registry"
             ) from exc
@@ -215,7 +355,7 @@ class Engine:
         """The manifest digest a registry serves for a reference (None if absent)."""
         try:
             data = self.api.inspect_distribution(reference)
-        except docker.errors.APIError:
+        except _SDK_ERRORS:
             return None
         descriptor = data.get("Descriptor", {})
         return str(descriptor["digest"]) if "digest" in descriptor else None
@@ -255,48 +395,8 @@ class Engine:
         configs = self.info().get("RegistryConfig", {}).get("IndexConfigs", {})
         return configs.get(host, {}).get("Secure") is False
 
-    def extract(self, image: str, path: str, dest: Path) -> None:
-        """Copy ``path`` out of ``image`` into ``dest`` (a container is created, never started)."""
-        container = self.api.create_container(
-            image, command=["true"], labels={"io.github.kube-router-sctp.role": "extract"}
-        )
-        try:
-            stream, _ = self.api.get_archive(container["Id"], path)
-            archive = dest / ".extract.tar"
-            with archive.open("wb") as handle:
-                for chunk in stream:
-                    handle.write(chunk)
-            with tarfile.open(archive) as tar:
-                tar.extractall(dest, filter="data")
-            archive.unlink()
-        finally:
-            self.api.remove_container(container["Id"], force=True)
-
-    def export(self, image: str, dest: Path) -> None:
-        """Write ``image``'s whole file system as a tar to ``dest``, as it is (owners, modes,
-        device files kept): a container is created, exported and removed, never started."""
-        try:
-            container = self.api.create_container(
-                image, command=["/bin/true"], labels={"io.github.kube-router-sctp.role": "export"}
-            )
-        except docker.errors.ImageNotFound as exc:
-            raise DockerError(f"{image} is not on {self.describe()}", "build or pull the image first") from exc
-        except docker.errors.APIError as exc:
-            raise DockerError(f"cannot create a container of {image}: {_short(exc)}", "check the daemon") from exc
-        try:
-            with dest.open("wb") as handle:
-                for chunk in self.api.export(container["Id"]):
-                    handle.write(chunk)
-        except docker.errors.APIError as exc:
-            raise DockerError(f"cannot export {image}: {_short(exc)}", "check the daemon's disk space") from exc
-        finally:
-            try:
-                self.api.remove_container(container["Id"], force=True)
-            except docker.errors.APIError:
-                log.warn(f"could not remove export container {container['Id'][:12]}")
-
     # -- containers -----------------------------------------------------------------
-    def run(
+    def create(
         self,
         image: str,
         command: list[str],
@@ -305,145 +405,155 @@ class Engine:
         privileged: bool = False,
         cap_add: list[str] | None = None,
         network_mode: str | None = None,
-        timeout: int = 300,
+        pid_mode: str | None = None,
+        binds: dict[str, str] | None = None,  # host path or named volume -> "container path[:ro]"
         labels: dict[str, str] | None = None,
         environment: dict[str, str] | None = None,
-        volumes: dict[str, str] | None = None,
-        files: tuple[Path, str] | None = None,
-    ) -> RunResult:
-        """Run a container to completion and remove it, whatever happens.
-
-        ``volumes`` maps named volumes to mount points (caches kept between runs);
-        ``files`` is (tar file, directory): unpacked into the container before it starts,
-        which works with remote daemons too, unlike bind mounts.
-        """
-        binds = {name: {"bind": target, "mode": "rw"} for name, target in (volumes or {}).items()}
-        host_config = self.api.create_host_config(
-            privileged=privileged, cap_add=cap_add, network_mode=network_mode, binds=binds or None
-        )
-        container = self.api.create_container(
-            image,
-            command=command,
-            entrypoint=entrypoint,
-            host_config=host_config,
-            labels=labels or {"io.github.kube-router-sctp.role": "check"},
-            environment=environment,
-            volumes=list((volumes or {}).values()) or None,
-        )
-        cid = container["Id"]
-        try:
-            if files is not None:
-                tarball, directory = files
-                with tarball.open("rb") as handle:
-                    self.api.put_archive(cid, directory, handle)
-            try:
-                self.api.start(cid)
-            except docker.errors.APIError as exc:
-                raise DockerError(f"cannot start a container of {image}: {_short(exc)}", "check the daemon") from exc
-            status = self.api.wait(cid, timeout=timeout)
-            output = self.api.logs(cid, stdout=True, stderr=True).decode(errors="replace")
-            return RunResult(int(status.get("StatusCode", -1)), output)
-        finally:
-            try:
-                self.api.remove_container(cid, force=True)
-            except docker.errors.APIError:
-                log.warn(f"could not remove container {cid[:12]}")
-
-    # -- long-lived containers (the dataplane node's toolbox and kube-router) -------------
-    def start(
-        self,
-        image: str,
-        command: list[str],
-        *,
-        entrypoint: list[str] | None = None,
-        privileged: bool = False,
-        network_mode: str | None = None,
-        pid_mode: str | None = None,
-        binds: dict[str, str] | None = None,  # host path -> "container path[:ro]"
-        labels: dict[str, str] | None = None,
         name: str | None = None,
-        files: dict[str, str] | None = None,  # path in the container -> text, written before start
-    ) -> str:
-        """Create and start a container that keeps running; return its id."""
+    ) -> Container:
+        """A created (not started) container; ``with`` it so that it is removed."""
         mounts = {}
         for host, target in (binds or {}).items():
             path, _, mode = target.partition(":")
             mounts[host] = {"bind": path, "mode": mode or "rw"}
-        try:
+        with _calling(f"cannot create a container of {image}", "check the image and the daemon"):
             host_config = self.api.create_host_config(
-                privileged=privileged, network_mode=network_mode, pid_mode=pid_mode, binds=mounts or None
+                privileged=privileged,
+                cap_add=cap_add,
+                network_mode=network_mode,
+                pid_mode=pid_mode,
+                binds=mounts or None,
             )
             created = self.api.create_container(
-                image, command=command, entrypoint=entrypoint, host_config=host_config, labels=labels, name=name
+                image,
+                command=command,
+                entrypoint=entrypoint,
+                host_config=host_config,
+                labels=labels or {"io.github.kube-router-sctp.role": "check"},
+                environment=environment,
+                volumes=[m["bind"] for m in mounts.values()] or None,
+                name=name,
             )
-            cid = str(created["Id"])
+        return Container(self, str(created["Id"]), image)
+
+    def container(self, container_id: str) -> Container:
+        """An existing container by id (for the long-lived ones of the dataplane node)."""
+        return Container(self, container_id)
+
+    def extract(self, image: str, path: str, dest: Path) -> None:
+        """Copy ``path`` out of ``image`` into ``dest`` (a container is created, never started)."""
+        with self.create(image, ["true"], labels={"io.github.kube-router-sctp.role": "extract"}) as box:
+            box.copy_out(path, dest)
+
+    def export(self, image: str, dest: Path) -> None:
+        """Write ``image``'s whole file system as a tar to ``dest``, as it is (owners, modes,
+        device files kept): a container is created, exported and removed, never started."""
+        if self.image(image) is None:
+            raise DockerError(f"{image} is not on {self.describe()}", "build or pull the image first")
+        with self.create(image, ["/bin/true"], labels={"io.github.kube-router-sctp.role": "export"}) as box:
+            box.export(dest)
+
+    def run(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        timeout: int = 300,
+        volumes: dict[str, str] | None = None,
+        files: tuple[Path, str] | None = None,
+        **create: Any,
+    ) -> RunResult:
+        """Run a container to completion and remove it, whatever happens.
+
+        ``create`` takes ``create``'s options (entrypoint, privileged, labels…);
+        ``volumes`` maps named volumes to mount points (caches kept between runs);
+        ``files`` is (tar file, directory): unpacked into the container before it starts,
+        which works with remote daemons too, unlike bind mounts.
+        """
+        with self.create(image, command, binds=volumes, **create) as box:
+            if files is not None:
+                box.put_archive(files[1], files[0])
+            box.start()
+            code = box.wait(timeout)
+            return RunResult(code, box.logs())
+
+    # -- long-lived containers (the dataplane node's toolbox and kube-router) -------------
+    def start(self, image: str, command: list[str], *, files: dict[str, str] | None = None, **create: Any) -> str:
+        """Create and start a container that keeps running; return its id. ``files`` (path
+        in the container -> text) are written before it starts; ``create`` takes
+        ``create``'s options. It lives as long as the daemon it runs on (the dataplane
+        node, thrown away after each run); removed here only when it cannot be started."""
+        box = self.create(image, command, **create)
+        try:
             for path, text in (files or {}).items():
-                self.put_file(cid, path, text)
-            self.api.start(cid)
-        except docker.errors.APIError as exc:
-            raise DockerError(f"cannot start a container of {image}: {_short(exc)}", "check the daemon") from exc
-        return cid
+                box.put_file(path, text)
+            box.start()
+        except BaseException:
+            box.remove()
+            raise
+        return box.id
 
     def exec(self, container: str, command: list[str]) -> RunResult:
         """Run a command in a running container; its exit status and output."""
-        try:
-            run = self.api.exec_create(container, command)
-            output = self.api.exec_start(run["Id"]).decode(errors="replace")
-            code = self.api.exec_inspect(run["Id"]).get("ExitCode")
-        except docker.errors.APIError as exc:
-            raise DockerError(f"cannot exec in {container[:12]}: {_short(exc)}", "check the container") from exc
-        return RunResult(int(code) if code is not None else -1, output)
+        return self.container(container).exec(command)
 
     def put_file(self, container: str, path: str, text: str) -> None:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            data = text.encode()
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-            archive.addfile(info, io.BytesIO(data))
-        self.api.put_archive(container, "/", buffer.getvalue())
+        self.container(container).put_file(path, text)
 
     def running(self, container: str) -> bool:
-        return bool(self.api.inspect_container(container)["State"].get("Running"))
+        return self.container(container).running()
 
     def logs(self, container: str) -> str:
-        return str(self.api.logs(container).decode(errors="replace"))
+        return self.container(container).logs()
 
     def remove(self, container: str) -> None:
-        try:
-            self.api.remove_container(container, force=True)
-        except docker.errors.APIError as exc:
-            if exc.status_code != 404:
-                log.warn(f"could not remove container {container[:12]}: {_short(exc)}")
+        self.container(container).remove()
 
     def copy_image_to(self, target: Engine, image: str) -> str:
         """Copy ``image`` to another daemon (save streamed into load), no registry needed;
-        return the image id, checked to be the same on both sides."""
+        return the image id, checked against the id the load reports.
+
+        The load's own report is the evidence: an image saved by digest (``repo@sha256:…``,
+        as a build report names it) arrives with no name at all, so looking the reference
+        up again on the target would find nothing."""
         wanted = self.image(image)
         if wanted is None:
             raise DockerError(f"{image} is not on {self.describe()}", "build it first (python build.py build ...)")
-        try:
+        wanted_id = str(wanted["Id"])
+        with _calling(f"copying {image} to {target.describe()} failed", "check both daemons and their disk space"):
             stream = self.api.get_image(image, chunk_size=1 << 20)
             events = list(target.api.load_image(stream) or ())
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise DockerError(f"copying {image} to {target.describe()} failed ({_short(exc)})", "run again") from exc
         errors = [str(e["error"]) for e in events if isinstance(e, dict) and "error" in e]
         if errors:
-            raise DockerError(f"{target.describe()} could not load {image}: {errors[0]}", "see its log")
-        loaded = target.image(image)
-        if loaded is None or loaded["Id"] != wanted["Id"]:
-            raise DockerError(f"{target.describe()} holds a different {image} than {self.describe()}", "run again")
-        return str(wanted["Id"])
+            raise DockerError(
+                f"{target.describe()} could not load {image}: {redact(errors[0])}", "see that daemon's log"
+            )
+        said = " ".join(str(e.get("stream", "")) for e in events if isinstance(e, dict))
+        loaded = set(_LOADED_ID_RE.findall(said))
+        for name in _LOADED_NAME_RE.findall(said):
+            found = target.image(name)
+            if found is not None:
+                loaded.add(str(found["Id"]))
+        if wanted_id not in loaded:
+            shown = ", ".join(sorted(loaded)) or "nothing it named"
+            raise DockerError(
+                f"{target.describe()} loaded {shown} from {image}, not its image {wanted_id}",
+                "the image changed on the building daemon while it was copied, or the daemons "
+                "disagree on its format; inspect both with docker image inspect",
+            )
+        return wanted_id
 
     def images(self, label: str) -> list[dict[str, Any]]:
         """Local images carrying ``label``, newest first."""
-        found: list[dict[str, Any]] = self.api.images(filters={"label": label})
+        with _calling(f"cannot list the images of {self.describe()}"):
+            found: list[dict[str, Any]] = self.api.images(filters={"label": label})
         return sorted(found, key=lambda item: item.get("Created", 0), reverse=True)
 
     def image_ids(self, dangling: bool = False) -> set[str]:
         """Ids of the daemon's images; ``dangling``: only untagged ones (what a --no-cache
         build leaves behind: its stages)."""
-        found: list[str] = self.api.images(filters={"dangling": True} if dangling else None, quiet=True)
+        with _calling(f"cannot list the images of {self.describe()}"):
+            found: list[str] = self.api.images(filters={"dangling": True} if dangling else None, quiet=True)
         return set(found)
 
     def remove_unused(self, image_ids: Iterable[str]) -> int:
@@ -453,14 +563,34 @@ class Engine:
             try:
                 self.api.remove_image(image_id, force=False, noprune=False)
                 removed += 1
-            except docker.errors.APIError as exc:
-                if exc.status_code not in (404, 409):  # gone already, or a child/container uses it
+            except _SDK_ERRORS as exc:
+                if _status(exc) not in (404, 409):  # gone already, or a child/container uses it
                     raise DockerError(f"cannot remove {image_id[:19]}: {_short(exc)}", "remove it by hand") from exc
         return removed
 
     def containers(self, label: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.api.containers(all=True, filters={"label": label})
+        with _calling(f"cannot list the containers of {self.describe()}"):
+            result: list[dict[str, Any]] = self.api.containers(all=True, filters={"label": label})
         return result
+
+
+class _StepClock:
+    """One line per Docker build step, with the time it took (the log file has its output)."""
+
+    def __init__(self) -> None:
+        self.step: str | None = None
+        self.started = 0.0
+
+    def begin(self, step: str) -> None:
+        self.end()
+        self.step = step
+        self.started = time.monotonic()
+
+    def end(self, failed: bool = False) -> None:
+        if self.step is not None:
+            took = time.monotonic() - self.started
+            log.info(f"{self.step} {'FAILED after' if failed else 'in'} {took:.1f}s")
+        self.step = None
 
 
 def _split_tag(reference: str) -> tuple[str, str, str]:

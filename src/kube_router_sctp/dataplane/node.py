@@ -27,9 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-import docker.errors
-import requests
-
 from .. import log
 from ..engine import Engine
 from ..errors import DataplaneError, DockerError
@@ -67,10 +64,9 @@ def _guarded(what: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
         def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             try:
                 return func(*args, **kwargs)
-            except (docker.errors.DockerException, requests.RequestException, DockerError) as exc:
-                detail = exc.message if isinstance(exc, DockerError) else str(exc)
+            except DockerError as exc:  # engine.py turns every SDK and HTTP failure into one
                 raise DataplaneError(
-                    f"lost control of the node: could not {what} ({' '.join(detail.split())[:200]})",
+                    f"lost control of the node: could not {what} ({' '.join(exc.message.split())[:200]})",
                     "see the guest console in the results; each run boots a fresh node, so run again",
                 ) from exc
 

@@ -31,11 +31,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from .. import config, log
 from ..cache import Cache, default_root, remove_tree
-from ..engine import Engine
+from ..engine import Engine, daemon_answers
 from ..errors import DockerError, VMError
 from ..treedigest import sha256_file
 from . import modules as kmod
@@ -486,7 +484,7 @@ def _start_with_port(machine: Machine, work: Path, port: int | None) -> tuple[Gu
 
 def _wait_for_docker(guest: Guest, port: int, timeout: float) -> Engine:
     deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{port}/_ping"
+    url = f"tcp://127.0.0.1:{port}"
     while True:
         reported = guest.status()  # read first: a failing init reports, then powers off
         if "failed:" in reported:
@@ -495,11 +493,8 @@ def _wait_for_docker(guest: Guest, port: int, timeout: float) -> Engine:
             guest.stop()
             raise VMError(f"the Docker-host VM failed to boot: {failure}", "see the guest console above")
         guest.check_alive("start dockerd")
-        try:
-            if requests.get(url, timeout=3).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
+        if daemon_answers(url):
+            break
         if time.monotonic() > deadline:
             log.detail(guest.console_tail(25))
             stage = (reported.strip().splitlines() or ["nothing"])[-1]
