@@ -97,9 +97,11 @@ def restore(
     return done
 
 
-def zip_member(path: Path, name: str, what: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
+def zip_member(path: Path, name: str, what: str, limit: int | None = None) -> bytes:
     """One member of a (sha256-verified) zip, read in memory; a damaged zip, a missing
-    member or one larger than ``limit`` unpacked is one clear failure."""
+    member or one larger than ``limit`` (default MAX_MEMBER_BYTES) unpacked is one clear
+    failure."""
+    limit = MAX_MEMBER_BYTES if limit is None else limit
     try:
         with zipfile.ZipFile(path) as bundle:
             try:

@@ -20,14 +20,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import env
+
 
 @contextlib.contextmanager
 def second_daemon(timeout: float = 60) -> Iterator[str]:
     """Start ``dockerd`` beside the host's; yield its ``unix://`` address; stop it and
     remove everything it wrote."""
-    binary = shutil.which("dockerd")
-    if binary is None or os.geteuid() != 0:
-        pytest.skip("needs dockerd and root to start a second Docker daemon")
+    binary = env.require_binary("dockerd", "docker.io")
+    if os.geteuid() != 0:
+        env.missing("needs root to start a second Docker daemon")
     root = Path(tempfile.mkdtemp(prefix="krs-dockerd-", dir="/tmp"))  # short: socket paths are limited
     socket = root / "d.sock"
     bridge = f"krs{uuid.uuid4().hex[:8]}"
