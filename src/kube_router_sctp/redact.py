@@ -26,9 +26,10 @@ _QUERY_KEYS = (
     r"client[_-]?secret|sig|signature|x-amz-signature|x-amz-credential|x-goog-signature|private[_-]?token"
 )
 _QUERY_RE = re.compile(rf"(?i)(?P<key>[?&;](?:{_QUERY_KEYS})=)[^&#\s'\"<>]+")
-_HEADER_RE = re.compile(r"(?i)(authorization|password|token|auth)(\"?\s*[=:]\s*\"?(?:basic |bearer )?)[^\s\"',}]+")
+_HEADER_RE = re.compile(r"(?i)(authorization|password|token|auth)(\"?\s*[=:]\s*\"?(?:basic |bearer )?)[^\s\"',}&]+")
 _SECRET_QUERY_KEY_RE = re.compile(rf"(?i)^(?:{_QUERY_KEYS})$")
 MIN_SECRET = 4  # shorter registered values would mask ordinary words
+TOKEN_LENGTH = 16  # a user name this long with no password is taken for a token (a name is no secret)
 
 _registered: set[str] = set()
 
@@ -53,8 +54,8 @@ def register_url(url: str) -> None:
         if username:
             pair = f"{unquote(username)}:{unquote(password)}".encode()
             register(base64.b64encode(pair).decode())
-    if username and (password or "@" in parts.netloc):
-        register(username)  # a lone user-info is often the token itself (https://TOKEN@host)
+    elif username and len(username) >= TOKEN_LENGTH:
+        register(username)  # a long user-info alone is the token itself (https://TOKEN@host)
     for key, value in query:
         if _SECRET_QUERY_KEY_RE.match(key):
             register(value)
