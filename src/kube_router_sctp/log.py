@@ -17,6 +17,7 @@ GitHub Actions, steps fold into log groups and warnings and errors also become
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -137,8 +138,15 @@ def _to_file(text: str, *, opens: bool = False) -> None:
                 return
             _log_file.writelines(_pending)
             _pending.clear()
-        _log_file.write(line)
-        _log_file.flush()
+        try:
+            _log_file.write(line)
+            _log_file.flush()
+        except OSError as exc:  # a full disk stops the log file, not the run
+            path, broken, _log_file = _log_path, _log_file, None
+            with contextlib.suppress(OSError):
+                broken.close()
+            set_log_dir(None)
+            warn(f"the log file {path} stopped here ({exc.strerror or exc})")
 
 
 def _open_log(directory: Path) -> tuple[TextIO, Path]:

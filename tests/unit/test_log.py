@@ -91,3 +91,23 @@ def test_github_annotations_and_no_injected_commands(
     commands = [line for line in lines if line.lstrip().startswith("::")]
     assert commands == ["::warning::disk low%0A::set-output name=x::y", "::error::it broke at 100%25"]
     assert "kube-router-sctp: error: it broke at 100%" in lines  # the plain line stays
+
+
+def test_a_log_file_that_cannot_be_written_does_not_stop_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log.set_log_dir(tmp_path / "logs")
+    log.stream("first line\n")
+
+    class Full:
+        def write(self, _text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(log, "_log_file", Full())
+    log.stream("second line\n")  # no exception
+    log.info("the run goes on")
+    err = capsys.readouterr().err
+    assert "stopped here (No space left on device)" in err and "the run goes on" in err
