@@ -5,6 +5,7 @@ build's output reaches the terminal. Against the real daemon (and a second one).
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -49,6 +50,14 @@ def test_a_container_removes_itself(debian_image: str) -> None:
         assert box.running()
         raise RuntimeError("the block fails")
     assert engine.containers(next(f"{k}={v}" for k, v in label.items())) == []
+
+
+def test_files_copied_out_of_an_image_go_through_the_safe_extractor(tmp_path: Path, debian_image: str) -> None:
+    engine = env.docker_engine()
+    engine.extract(debian_image, "/usr/local/bin", tmp_path)
+    binary = tmp_path / "bin" / "kube-router"
+    assert binary.is_file() and os.access(binary, os.X_OK)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]  # the transfer tar is gone
 
 
 @pytest.mark.registry
