@@ -4,9 +4,13 @@ destination in ways a textual check of each link cannot see."""
 from __future__ import annotations
 
 import io
+import os
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
+
+import pytest
 
 # From the destination's root, three levels up: the test's own directory when the cache is
 # tmp_path/cache (its scratch directories are tmp_path/cache/tmp/<name>/). As text the
@@ -111,4 +115,13 @@ def deb(path: Path, data_tar: Path) -> Path:
 
     body = data_tar.read_bytes()
     path.write_bytes(b"!<arch>\n" + member("debian-binary", b"2.0\n") + member("data.tar", body))
+    return path
+
+
+def null_device(path: Path) -> Path:
+    """A character device (the null device's numbers) at ``path``; skips without root."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("needs root to make a device node")
     return path

@@ -50,11 +50,7 @@ def test_report_on_a_fifo_or_a_directory_is_refused(tmp_path: Path) -> None:
 
 
 def test_report_on_a_device_is_refused(tmp_path: Path) -> None:
-    device = tmp_path / "null"
-    try:
-        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-    except PermissionError:
-        pytest.skip("needs root to make a device node")
+    device = hostile.null_device(tmp_path / "null")
     status, _, err = run("render", "--report", str(device))
     assert status == 2 and "it is a device" in error_lines(err)[0]
     assert stat.S_ISCHR(device.lstat().st_mode)

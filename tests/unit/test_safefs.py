@@ -14,6 +14,7 @@ import pytest
 from kube_router_sctp import safefs
 from kube_router_sctp.errors import ConfigError, UnsafeSourceError
 from kube_router_sctp.safefs import Beneath
+from tests.support import hostile
 
 
 @pytest.fixture
@@ -192,11 +193,7 @@ def test_write_output_refuses_a_fifo_and_a_directory(tmp_path: Path) -> None:
 
 
 def test_write_output_refuses_a_device(tmp_path: Path) -> None:
-    device = tmp_path / "null"
-    try:
-        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-    except PermissionError:
-        pytest.skip("needs root to make a device node")
+    device = hostile.null_device(tmp_path / "null")
     with pytest.raises(ConfigError, match="it is a device"):
         safefs.write_output(device, b"x", "the report")
     assert stat.S_ISCHR(device.lstat().st_mode)
