@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kube_router_sctp.errors import UnsafeSourceError
 from tests.support import env
 from tests.support.upstream import Upstream
 
@@ -156,7 +157,7 @@ def test_link_chain_in_a_git_tree_writes_nothing_outside(tmp_path: Path, command
     args = ["v0.3.2"] if command == "pin" else ["--ipvsadm-version", "1.31"]
     result = env.run_cli(command, "--kube-router-source", str(repo), "--cache-dir", str(cache), *args,
                          env={"KUBE_ROUTER_SCTP_CONFIG": str(config)})  # fmt: skip
-    assert result.returncode == 4, result.stderr[-2000:]
+    assert result.returncode == UnsafeSourceError.exit_code, result.stderr[-2000:]
     line = error_line(result.stderr)
     assert "member 'b/sentinel/evil' passes through the symlink 'b'" in line
     assert not (tmp_path / "sentinel").exists()
