@@ -110,7 +110,7 @@ def _os_error(exc: OSError) -> PipelineError:
     where = f" ({exc.filename})" if exc.filename else ""
     problem = f"{exc.strerror or exc}{where}"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free disk space or fix permissions there (the cache is --cache-dir), then run again"
+        fix = "free disk space there (the cache is --cache-dir), then run again"
     elif exc.errno in (errno.EACCES, errno.EPERM):
         fix = "fix the permissions there, or choose a place this user may write (the cache is --cache-dir)"
     elif exc.errno == errno.EROFS:
