@@ -498,16 +498,14 @@ def test_git_trees_with_link_chains_write_nothing_outside(data: st.DataObject) -
 def tarballs(draw: st.DrawFn, sentinel: Path) -> bytes:
     """Release-archive-shaped tarballs with hostile members, truncations and odd names."""
     top = "kube-router-0.3.2"
-    members: list[tarfile.TarInfo] = []
-    contents: dict[str, bytes] = {}
+    members: list[tuple[tarfile.TarInfo, bytes]] = []  # names may repeat: that is a case too
 
     def add(name: str, kind: bytes, link: str = "", data: bytes = b"") -> None:
         info = tarfile.TarInfo(name)
         info.type = kind
         info.linkname = link
         info.size = len(data) if kind == tarfile.REGTYPE else 0
-        members.append(info)
-        contents[name] = data
+        members.append((info, data))
 
     add(f"{top}/", tarfile.DIRTYPE)
     for _ in range(draw(st.integers(1, 6))):
@@ -531,8 +529,8 @@ def tarballs(draw: st.DrawFn, sentinel: Path) -> bytes:
     buffer = io.BytesIO()
     fmt = draw(st.sampled_from([tarfile.PAX_FORMAT, tarfile.GNU_FORMAT]))
     with tarfile.open(fileobj=buffer, mode="w", format=fmt, encoding="utf-8", errors="surrogateescape") as tar:
-        for info in members:
-            tar.addfile(info, io.BytesIO(contents[info.name]) if info.type == tarfile.REGTYPE else None)
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
     raw = buffer.getvalue()
     cut = draw(st.sampled_from([None, None, 512, 1024, len(raw) // 2]))
     return raw[:cut] if cut else raw
