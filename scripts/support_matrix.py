@@ -10,9 +10,10 @@ Usage: .venv/bin/python scripts/support_matrix.py [TABLE] [--note TEXT]
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+import click
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
@@ -32,12 +33,16 @@ def results(table: Path | None) -> dict[str, list[str]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", nargs="?", type=Path, default=PROJECT / "results" / "check-patches-all.md")
-    parser.add_argument("--note", action="append", default=[], help="a paragraph under the table")
-    args = parser.parse_args()
-    checked = results(args.table)
+@click.command(help=__doc__)
+@click.argument(
+    "table",
+    required=False,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=PROJECT / "results" / "check-patches-all.md",
+)
+@click.option("--note", "notes", multiple=True, help="A paragraph under the table.")
+def main(table: Path, notes: tuple[str, ...]) -> None:
+    checked = results(table)
     settings = config.load({"build.base-family": "debian"})
     releases = sorted(settings.pins.releases, key=semver_of)
     lines = [
@@ -63,7 +68,7 @@ def main() -> None:
         lines.append(f"| {version} | {series} | {built.line.name} | {render.go_version(built)} | {cells} |")
     index = patch.load_index()
     lines += ["", f"{len(releases)} releases, {len(index)} series entries."]
-    for note in args.note:
+    for note in notes:
         lines += ["", note]
     (PROJECT / "docs" / "support-matrix.md").write_text("\n".join(lines) + "\n")
 
