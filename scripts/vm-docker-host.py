@@ -25,7 +25,10 @@ from kube_router_sctp.vm import dockerhost, kernel
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kernel", type=Path, help="a linux-image-*.deb, or a vmlinuz (with --modules)")
+    parser.add_argument(
+        "--kernel",
+        help="debian, debian:SUITE, debian:VERSION, a kernel .deb or directory, or a vmlinuz (with --modules)",
+    )
     parser.add_argument("--modules", type=Path, help="the kernel's /lib/modules/<version> directory")
     parser.add_argument("--cache-dir", type=Path, default=None, help="pipeline cache (default: %(default)s)")
     parser.add_argument("--mirror", help="Debian mirror URL for the disk (default: the host's apt sources)")
@@ -52,9 +55,13 @@ def main() -> int:
     cache = Cache(args.cache_dir or default_root())
     try:
         files = kernel.resolve(args.kernel, args.modules, cache) if args.kernel else dockerhost.debian_kernel(cache)
-        disk = dockerhost.build_disk(files, cache, mirror=args.mirror, rebuild=args.rebuild)
+        disk = dockerhost.build_disk(cache, mirror=args.mirror, rebuild=args.rebuild)
+        modules = dockerhost.modules_disk(files, cache)
         if args.build_only:
-            print(f"disk: {disk.disk} (kernel {files.version}, built in {disk.build_seconds:.0f}s)", file=sys.stderr)
+            print(
+                f"disk: {disk.disk} (built in {disk.build_seconds:.0f}s), modules of {files.version}: {modules}",
+                file=sys.stderr,
+            )
             return 0
         signal.signal(signal.SIGTERM, _stop)
         insecure = tuple(args.insecure_registry or dockerhost.DEFAULT_INSECURE)

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from . import __version__, config, doctor, log, safefs, schema, smoke
+from . import __version__, config, doctor, log, safefs, schema
 from . import plan as plan_module
 from .cache import Cache
 from .engine import Engine
@@ -306,7 +306,6 @@ def push_command(ctx: click.Context) -> None:
 def pin_command(ctx: click.Context) -> None:
     """Print the pin (commit, date, tree digest) of a release from a git repository."""
     from . import validate
-    from .cache import Cache
     from .download import Downloader
     from .pin import pin
 
@@ -351,55 +350,14 @@ def smoke_command(ctx: click.Context) -> None:
     """Check that IMAGE creates SCTP, TCP and UDP IPVS services on an IPVS kernel.
 
     Runs in a privileged container on --smoke-host (default: the building daemon), or
-    boots --kernel under QEMU with the image's root file system.
+    boots each --kernel under QEMU with the image's root file system (one row per kernel).
     """
-    settings, _ = _settings(ctx)
-    image = ctx.obj["image"]
-    builder = Engine(settings.docker_host)
-    if settings.smoke_kernel and builder.image(image) is None:
-        # Kernel mode reads the image's file system from the building daemon.
-        with log.step("pull", f"{image} ({settings.platforms[0]})"):
-            builder.pull(image, platform=settings.platforms[0])
-    details = builder.image(image) or {}
-    labels = details.get("Config", {}).get("Labels") or {}
-    engine = Engine(settings.smoke_host) if settings.smoke_host else builder
-    kube_router = labels.get("org.opencontainers.image.version", "")
-    ipvsadm = labels.get("io.github.kube-router-sctp.ipvsadm.version", "")
-    if not kube_router and engine is builder:
-        raise ConfigError(
-            f"{image} is not on {builder.describe()} or carries no kube-router-sctp labels",
-            "build it first, or pass a pushed reference",
-        )
-    if settings.smoke_kernel:
-        from .vm import kernelsmoke
-        from .vm.kernel import resolve as resolve_kernel
-        from .vm.qemu import arch_of_platform
+    from . import smokestage
 
-        cache = Cache(settings.cache_dir)
-        arch = arch_of_platform(f"linux/{details.get('Architecture', 'amd64')}").name
-        kernel_files = resolve_kernel(settings.smoke_kernel, settings.smoke_modules, cache, arch=arch)
-        if kernel_files.arch != arch:
-            raise ConfigError(
-                f"{image} is a {arch} image but --kernel {settings.smoke_kernel} is a {kernel_files.arch} kernel",
-                f"pass a {arch} kernel, or --kernel debian to fetch Debian's",
-            )
-        result = kernelsmoke.run(
-            builder, image, kernel_files, kube_router, ipvsadm, versions=bool(kube_router and ipvsadm), cache=cache
-        )
-        ctx.obj["_report"].add("smoke", result.record())
-        log.out(f"smoke passed: {image} on {result.host} in {result.seconds:.1f}s")
-        return
-    with log.step("smoke", f"{image} on {engine.describe()}"):
-        result = smoke.on_docker(
-            engine,
-            image,
-            pull=engine is not builder or builder.image(image) is None,
-            kube_router_version=kube_router,
-            ipvsadm_version=ipvsadm,
-            versions=bool(kube_router and ipvsadm),
-        )
-    ctx.obj["_report"].add("smoke", result.record())
-    log.out(f"smoke passed: {image} on {result.host} in {result.seconds:.1f}s")
+    settings, _ = _settings(ctx)
+    record = smokestage.check_image(settings, ctx.obj["image"], ctx.obj["_report"])
+    ctx.obj["_report"].add("smoke", record)
+    log.out(smokestage.summary(ctx.obj["image"], record))
 
 
 @main.command("doctor")
@@ -488,7 +446,8 @@ def check_patches_command(ctx: click.Context) -> None:
 def verify_command(ctx: click.Context) -> None:
     """Prove IMAGE forwards SCTP (and TCP, UDP) for ClusterIP, NodePort and ExternalIP.
 
-    Boots a fresh node per image (Debian's kernel under QEMU), runs kube-router on it
+    Boots a fresh node per image and kernel (Debian's under QEMU; --kernel, repeatable,
+    names others), runs kube-router on it
     against a Kubernetes API stand-in, and sends real messages through each path. With
     --control, the unpatched image must fail exactly the SCTP paths.
     """

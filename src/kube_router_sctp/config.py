@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import ipvsadm, pins, redact, schema, validate
+from . import aptsources, ipvsadm, pins, redact, schema, validate
 from .errors import ConfigError
 from .options import ATTRS, ENV_NAMES, ENV_PREFIX, HOST, OPTIONS, OTHER_ENV, SECTIONS, Mirrors, Settings, show
 from .pins import FAMILIES
@@ -209,29 +209,10 @@ def rows(settings: Settings) -> list[tuple[str, str, str]]:
     return [(key, show(settings, key), settings.sources.get(key, schema.DEFAULTS)) for key in OPTIONS]
 
 
-def host_debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str | None:
+def host_debian_mirror(apt_dir: Path = aptsources.APT_DIR) -> str | None:
     """The first Debian archive URL in the host's apt sources (deb822 or one-line format)."""
-    candidates = [apt_dir / "sources.list.d" / "debian.sources", apt_dir / "sources.list"]
-    candidates += sorted((apt_dir / "sources.list.d").glob("*.sources"))
-    candidates += sorted((apt_dir / "sources.list.d").glob("*.list"))
-    for path in candidates:
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError):
-            continue
-        for line in text.splitlines():
-            words = line.split("#", 1)[0].split()
-            if not words:
-                continue
-            urls = []
-            if words[0] == "URIs:":
-                urls = words[1:]
-            elif words[0] == "deb":
-                urls = [w for w in words[1:] if "://" in w][:1]
-            for url in urls:
-                if url.startswith(("http://", "https://")) and "security" not in url:
-                    return url.rstrip("/")
-    return None
+    mirror = aptsources.debian_mirror(apt_dir)
+    return mirror if mirror and mirror.startswith(("http://", "https://")) else None
 
 
 def host_go_proxy(env: Mapping[str, str] = os.environ) -> tuple[str | None, str]:

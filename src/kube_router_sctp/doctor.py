@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import kernelfeatures as kf
 from . import smoke
 from .config import Settings
 from .engine import Engine, registry_api_status
 from .errors import DockerError, SmokeError
+from .vm.debian import KEYRING
 
 OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
 IMAGE_LABEL = "io.github.kube-router-sctp.kube-router.version"
@@ -33,78 +35,58 @@ class Finding:
     todo: str = ""
 
 
-def _kernel_config(release: str) -> dict[str, str]:
+def _kernel_config(release: str) -> kf.KernelConfig | None:
     for path in (Path(f"/boot/config-{release}"), Path("/proc/config.gz")):
         if path.is_file():
-            if path.suffix == ".gz":
-                import gzip
-
-                text = gzip.decompress(path.read_bytes()).decode(errors="replace")
-            else:
-                text = path.read_text(errors="replace")
-            return dict(line.split("=", 1) for line in text.splitlines() if line.startswith("CONFIG_") and "=" in line)
-    return {}
+            return kf.KernelConfig.read(path)
+    return None
 
 
-def _module_state(name: str, release: str) -> str:
-    """'loaded', 'builtin', 'available', or 'absent' for a kernel module on this node."""
-    loaded = Path("/proc/modules").read_text() if Path("/proc/modules").exists() else ""
-    if any(line.split(" ", 1)[0] == name for line in loaded.splitlines()):
-        return "loaded"
-    base = Path("/lib/modules") / release
-    for index, state in (("modules.builtin", "builtin"), ("modules.dep", "available")):
-        path = base / index
-        if path.is_file() and f"/{name}.ko" in path.read_text():
-            return state
-    return "absent"
+def _module_names(base: Path) -> set[str]:
+    """Modules this node can load (its modules directory) or has loaded."""
+    from .vm.modules import SUFFIXES, module_name
+
+    names = set()
+    if base.is_dir():
+        names = {module_name(p.name) for p in base.rglob("*.ko*") if p.name.endswith(SUFFIXES)}
+    loaded = Path("/proc/modules")
+    if loaded.exists():
+        names |= {line.split(" ", 1)[0] for line in loaded.read_text().splitlines() if line}
+    return names
 
 
 def node_checks() -> Iterator[Finding]:
-    """What a node needs before SCTP services work, as far as it can be seen from here."""
+    """What a node needs before SCTP services work, decided as the smoke test decides it:
+    from the running kernel's own config, its built-in lists and its module files."""
+    from .vm.modules import builtin_names
+
     release = platform.release()
     config = _kernel_config(release)
-    for module, option, what, story in (
-        ("sctp", "CONFIG_IP_SCTP", "kernel SCTP stack", "; the field report had to rebuild its kernel to get sctp.ko"),
-        ("ip_vs", "CONFIG_IP_VS", "IPVS", ""),
-    ):
-        state = _module_state(module, release)
-        if state in ("loaded", "builtin"):
-            yield Finding(OK, f"node: {what}", f"{module} {state}")
-        elif state == "available":
-            yield Finding(OK, f"node: {what}", f"{module} available as a module (loaded on first use)")
-        elif config.get(option) in ("y", "m"):
+    base = Path("/lib/modules") / release
+    verdicts = kf.assess(kf.SMOKE, config, builtin_names(base), _module_names(base))
+    for verdict in verdicts:
+        need, check = verdict.need, f"node: {verdict.need.what}"
+        if verdict.state in (kf.BUILT_IN, kf.MODULE):
+            if need.required:
+                yield Finding(OK, check, f"{verdict.state} ({verdict.evidence})")
+        elif verdict.state == kf.NO_FILE:
+            todo = f"install the kernel's modules package ({need.module}.ko)"
+            yield Finding(WARN if need.required else INFO, check, verdict.evidence, todo)
+        elif verdict.state == kf.LACKING:
+            story = "; the field report had to rebuild its kernel to get sctp.ko" if need.module == "sctp" else ""
+            yield Finding(
+                FAIL if need.required else INFO,
+                check,
+                f"kernel {release}: {verdict.evidence}",
+                f"use a kernel with {need.option}={'y' if need.module is None else 'm or y'}{story}",
+            )
+        elif need.required:
             yield Finding(
                 WARN,
-                f"node: {what}",
-                f"{option}={config[option]} but {module} is not in /lib/modules",
-                f"install the kernel's modules package ({module}.ko)",
+                check,
+                "kernel config not readable (/boot/config-*, /proc/config.gz) and no module file",
+                f"check {need.option} with your distribution, or smoke the image with --kernel and its package",
             )
-        else:
-            yield Finding(
-                FAIL,
-                f"node: {what}",
-                f"kernel {release} has no {module} ({option} unset or config unreadable)",
-                f"use a kernel with {option}=m or y{story}",
-            )
-    if config:
-        value = config.get("CONFIG_IP_VS_PROTO_SCTP")
-        yield (
-            Finding(OK, "node: IPVS SCTP support", "CONFIG_IP_VS_PROTO_SCTP=y")
-            if value == "y"
-            else Finding(
-                FAIL,
-                "node: IPVS SCTP support",
-                "CONFIG_IP_VS_PROTO_SCTP unset",
-                "use a kernel built with CONFIG_IP_VS_PROTO_SCTP=y",
-            )
-        )
-    else:
-        yield Finding(
-            WARN,
-            "node: IPVS SCTP support",
-            "kernel config not readable (/boot/config-*, /proc/config.gz)",
-            "check CONFIG_IP_VS_PROTO_SCTP=y with your distribution",
-        )
     yield from _firewall_check()
     yield Finding(
         INFO,
@@ -290,14 +272,23 @@ def vm_checks(settings: Settings) -> Iterator[Finding]:
         yield Finding(
             WARN, "vm: qemu-img", "qemu-img not installed", "apt-get install qemu-utils (for the Docker-host test VM)"
         )
-    apt = shutil.which("apt-get")
-    yield (
-        Finding(OK, "vm: kernel", "Debian's kernel package can be fetched with apt (--kernel debian)")
-        if apt
-        else Finding(
-            WARN, "vm: kernel", "apt-get not available", "pass --kernel VMLINUZ --modules DIR or a kernel .deb"
+    missing = [tool for tool in ("gpgv",) if shutil.which(tool) is None]
+    if not settings.mirrors.debian:
+        yield Finding(
+            WARN,
+            "vm: kernel",
+            "no Debian mirror (apt sources or --debian-mirror) for --kernel debian[:SUITE]",
+            "set mirrors.debian, or pass --kernel a kernel .deb, a directory of them, or VMLINUZ --modules DIR",
         )
-    )
+    elif missing or not KEYRING.is_file():
+        yield Finding(
+            WARN,
+            "vm: kernel",
+            f"cannot check Debian's signatures ({', '.join(missing) or KEYRING})",
+            "apt-get install gpgv debian-archive-keyring",
+        )
+    else:
+        yield Finding(OK, "vm: kernel", f"Debian kernels by suite or version from {settings.mirrors.debian}")
     yield _disk(settings.cache_dir, "cache: free disk", 10)
 
 

@@ -81,6 +81,14 @@ class SmokeError(PipelineError):
         self.smoke_class = smoke_class  # the guest's or container's exit status (smoke.CLASSES)
 
 
+class KernelUnsupportedError(SmokeError):
+    """The kernel lacks an option SCTP through IPVS needs, read from its own config: a
+    verdict on the kernel, not on the image (which would be exit 8)."""
+
+    exit_code = 14
+    kind = "kernel"
+
+
 class DataplaneError(PipelineError):
     """The dataplane proof failed or could not run."""
 

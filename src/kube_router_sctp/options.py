@@ -88,20 +88,32 @@ def _existing(must: str, what: str, hint: str) -> schema.Text[Path]:
     return schema.Text(check, "path")
 
 
+def _is_debian_spec(value: str) -> bool:
+    return value == "debian" or value.startswith("debian:")
+
+
 def _kernel(value: str) -> str:
-    if value == "debian":
+    """debian, debian:SUITE, debian:VERSION (vm/debian.py checks the grammar), or an
+    existing path: a kernel .deb, a directory, or a vmlinuz (with --modules)."""
+    if _is_debian_spec(value):
         return value
-    if not Path(validate.local_path(value, "--kernel")).is_file():
-        raise ConfigError(f"--kernel {value} does not exist", "pass a vmlinuz, a linux-image .deb, or 'debian'")
-    return validate.local_path(value, "--kernel")
+    path = validate.local_path(value, "--kernel")
+    if not Path(path).exists():
+        raise ConfigError(
+            f"--kernel {value} does not exist",
+            "pass debian, debian:SUITE (debian:trixie), debian:VERSION, a kernel .deb, a directory or a vmlinuz",
+        )
+    return path
 
 
 def _fallback_kernel(value: str) -> str | None:
-    if value in ("debian", "none"):
-        return None if value == "none" else value
+    if value == "none":
+        return None
+    if _is_debian_spec(value):
+        return value
     bad = ConfigError(
-        f"--fallback-kernel {value} is neither 'debian', 'none' nor an existing linux-image .deb",
-        "pass --fallback-kernel debian, none, or the path of a kernel package",
+        f"--fallback-kernel {value} is neither 'debian[:SUITE]', 'none' nor an existing linux-image .deb",
+        "pass --fallback-kernel debian, debian:SUITE, none, or the path of a kernel package",
     )
     path = validate.local_path(value, "--fallback-kernel")
     if not (path.endswith(".deb") and Path(path).is_file()):
@@ -302,14 +314,16 @@ class Settings:
         unset="(the --push address)",
         doc="the `--push` address",
     )
-    smoke_kernel: str | None = option(
+    # Several: the smoke (and verify) runs once per kernel, one row each.
+    smoke_kernels: tuple[str, ...] = option(
         "smoke.kernel",
-        schema.Optional(schema.Text(_kernel, "debian or a path")),
-        "",
-        "Smoke-test by booting this kernel under QEMU with the image's root file system.",
-        metavar="VMLINUZ|DEB|debian",
+        schema.Array(schema.Text(_kernel, "debian[:SUITE|:VERSION] or a path"), high=32),
+        [],
+        "Smoke-test (and verify) by booting this kernel under QEMU; repeat for several kernels.",
+        metavar="debian[:SUITE|:VERSION]|DEB|DIR|VMLINUZ",
         unset="(none)",
-        doc="none",
+        doc="none; each kernel is smoked (and verified) in turn: `debian` (the host suite's), "
+        "`debian:SUITE`, `debian:VERSION`, a kernel `.deb` of either layout, a directory, or a vmlinuz",
     )
     smoke_modules: Path | None = option(
         "smoke.modules",
@@ -325,7 +339,7 @@ class Settings:
         schema.Optional(schema.Text(_fallback_kernel, "debian, none or a .deb path")),
         "debian",
         "If the building daemon's kernel has no IPVS, smoke under QEMU on this kernel (default debian).",
-        metavar="debian|DEB|none",
+        metavar="debian[:SUITE]|DEB|none",
         unset="none",
         doc="`debian`: when the building daemon's kernel has no IPVS (or no IPVS SCTP) and neither "
         "`--smoke-host` nor `--kernel` was given, the pipeline smokes on this kernel under QEMU, "

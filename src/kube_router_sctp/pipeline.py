@@ -8,23 +8,21 @@ only after the smoke test passed on the very digest the registry holds.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import bases, context, fetch, log, patch, render, safefs, smoke
+from . import bases, context, fetch, log, patch, render, safefs, smokestage
 from .cache import Cache, remove_tree
 from .download import Downloader
 from .engine import Engine
-from .errors import ConfigError, RegistryError, SmokeError, VMError
+from .errors import ConfigError, RegistryError
 from .fetch import Fetched, KubeRouterTree
 from .patch import PatchedTree
 from .plan import Plan
 from .render import BaseImages, Rendered
 from .report import Report
-from .smoke import SmokeResult
 
 
 @dataclass(frozen=True)
@@ -261,141 +259,28 @@ class Pipeline:
         self.report.add("push_candidate", {"reference": built.reference, "digest": digest}, time.monotonic() - start)
         return pushed
 
-    def smoke(self, pushed: Pushed | None, smoke_engine: Engine | None = None) -> SmokeResult:
-        settings = self.plan.settings
-        if settings.smoke_kernel:
-            return self._smoke_on_kernel(pushed)
-        engine = smoke_engine or self.engine
-        image = pushed.by_digest if pushed else self.build().image_id
-        if pushed and settings.smoke_registry and settings.push:
-            # The same digest, reached through the address the smoke host knows.
-            image = settings.smoke_registry + image.removeprefix(settings.push[0])
-        start = time.monotonic()
-        record: dict[str, Any] = {}
-        try:
-            with log.step("smoke", f"{image} on {engine.describe()}"):
-                result = smoke.on_docker(
-                    engine,
-                    image,
-                    pull=pushed is not None,
-                    kube_router_version=self.plan.tag,
-                    ipvsadm_version=self.plan.ipvsadm_version,
-                )
-        except SmokeError as exc:
-            fallback = settings.smoke_fallback_kernel
-            named = settings.smoke_host or smoke_engine is not None
-            if named or exc.smoke_class not in smoke.KERNEL_CLASSES or not fallback:
-                raise
-            # The daemon's kernel, not the image, failed: test the image on a kernel that can.
-            log.loud(
-                f"{engine.describe()} cannot run the smoke test ({exc.message}); smoking on "
-                f"{'Debian' if fallback == 'debian' else fallback}'s kernel under QEMU instead "
-                "(name the node with --smoke-host or --kernel; --fallback-kernel none fails here)"
-            )
-            result = self._kernel_smoke(pushed, None, fallback)
-            record["fallback_from"] = f"{engine.describe()}: {exc.message}"
-        self.report.add("smoke", {**result.record(), **record}, time.monotonic() - start)
-        return result
-
-    def _smoke_on_kernel(self, pushed: Pushed | None) -> SmokeResult:
-        start = time.monotonic()
-        result = self._kernel_smoke(pushed, None)
-        self.report.add("smoke", result.record(), time.monotonic() - start)
-        return result
-
-    def _kernel_smoke(self, pushed: Pushed | None, platform: str | None, kernel: str | None = None) -> SmokeResult:
-        """Boot --kernel under QEMU with the image's root file system (pulled back by digest
-        when pushed, so the very bytes the registry holds are the ones tested). The kernel's
-        architecture is the image's: ``--kernel debian`` fetches Debian's for it."""
-        from .vm import kernelsmoke
-        from .vm.kernel import resolve as resolve_kernel
-        from .vm.qemu import arch_of_platform
-
-        settings = self.plan.settings
-        kernel = kernel or settings.smoke_kernel
-        assert kernel is not None
-        image = pushed.by_digest if pushed else self.build().image_id
-        if pushed:
-            self.engine.pull(image, platform=platform)
-        arch = arch_of_platform(platform or "linux/amd64").name
-        modules = settings.smoke_modules if kernel == settings.smoke_kernel else None
-        kernel_files = resolve_kernel(kernel, modules, self.cache, arch=arch)
-        if kernel_files.arch != arch:
-            raise ConfigError(
-                f"--kernel {kernel} is a {kernel_files.arch} kernel; the image is {platform}",
-                "pass --kernel debian (Debian's kernel for each platform) or a kernel of that architecture",
-            )
-        return kernelsmoke.run(
-            self.engine, image, kernel_files, self.plan.tag, self.plan.ipvsadm_version, cache=self.cache
+    def _smoke_stage(self, smoke_engine: Engine | None) -> smokestage.SmokeStage:
+        return smokestage.SmokeStage(
+            self.plan.settings, self.engine, self.cache, self.downloader, smoke_engine, self.report
         )
 
-    def _smoke_platforms(self, repository: str, entries: dict[str, str], smoke_engine: Engine | None) -> None:
-        """Smoke each platform's candidate where a kernel of its architecture can run it:
-        every platform with ``--kernel debian`` (arm64 boots under qemu-system-aarch64);
-        otherwise amd64 on the smoke host (or the building daemon, with its fallback) and
-        the other platforms on Debian's kernel of their architecture unless a smoke host was
-        named or the fallback kernel is off. A platform left out is said loudly."""
-        from .vm.kernel import resolve as resolve_kernel
-        from .vm.qemu import ARCHES
+    def _expected(self) -> smokestage.Expected:
+        return smokestage.Expected(self.plan.tag, self.plan.ipvsadm_version)
 
+    def smoke(self, pushed: Pushed | None, smoke_engine: Engine | None = None) -> dict[str, Any]:
+        """Smoke the candidate (by digest when pushed) where smokestage decides."""
         settings = self.plan.settings
+        image = pushed.by_digest if pushed else self.build().image_id
+        host_image = image
+        if pushed and settings.smoke_registry and settings.push:
+            # The same digest, reached through the address the smoke host knows.
+            host_image = settings.smoke_registry + image.removeprefix(settings.push[0])
         start = time.monotonic()
-        records: dict[str, Any] = {}
-        kernel = settings.smoke_kernel
-        # A given kernel (not "debian") has one architecture: the platforms of the others wait.
-        fixed = None
-        if kernel and str(kernel) != "debian":
-            fixed = resolve_kernel(kernel, settings.smoke_modules, self.cache).arch
-        for platform, reference in entries.items():
-            digest = reference.rpartition("@")[2]
-            pushed = Pushed(repository, f"{self.plan.tag}-candidate-{platform.split('/')[1]}", digest)
-            arch = next((a.name for a in ARCHES.values() if a.platform == platform), None)
-            if kernel and arch and fixed in (None, arch):
-                with log.step("smoke", f"{platform}: {pushed.by_digest}"):
-                    result = self._kernel_smoke(pushed, platform)
-            elif not kernel and platform == "linux/amd64":
-                self.smoke(pushed, smoke_engine)
-                records[platform] = dict(self.report.data["stages"]["smoke"])  # with any fallback_from
-                continue
-            elif (
-                arch and not settings.smoke_host and smoke_engine is None and settings.smoke_fallback_kernel == "debian"
-            ):
-                # No Docker host runs a foreign image's ipvsadm (qemu-user has no generic
-                # netlink): a kernel of its architecture under full-system emulation does.
-                missing = self._emulation_missing(arch)
-                if missing:
-                    log.loud(f"{platform} is not smoked: {missing}")
-                    continue
-                with log.step("smoke", f"{platform}: {pushed.by_digest} on Debian's {arch} kernel"):
-                    result = self._kernel_smoke(pushed, platform, "debian")
-            else:
-                log.loud(
-                    f"{platform} is not smoked: no kernel of its architecture "
-                    "(pass --kernel debian to boot Debian's under emulation)"
-                )
-                continue
-            records[platform] = result.record()
-        if not records:
-            raise ConfigError(
-                "no platform of this image could be smoke-tested",
-                "pass --kernel debian, or include linux/amd64, or --no-smoke to release untested",
-            )
-        self.report.add("smoke", {"passed": True, "platforms": records}, time.monotonic() - start)
-
-    def _emulation_missing(self, arch: str) -> str | None:
-        """Why Debian's kernel for ``arch`` cannot be booted here (no QEMU for it, no apt
-        that knows the package), or None. Asked only where nobody named a smoke target."""
-        from .vm.kernel import resolve as resolve_kernel
-        from .vm.qemu import ARCHES
-
-        spec = ARCHES[arch]
-        if shutil.which(spec.binary) is None:
-            return f"{spec.binary} is not installed (apt-get install {spec.package}, or pass --kernel)"
-        try:
-            resolve_kernel("debian", None, self.cache, arch=arch)
-        except VMError as exc:
-            return exc.one_line()
-        return None
+        record = self._smoke_stage(smoke_engine).image(
+            image, self._expected(), pushed=pushed is not None, host_image=host_image
+        )
+        self.report.add("smoke", record, time.monotonic() - start)
+        return record
 
     def promote(self, pushed: Pushed | None) -> dict[str, str]:
         """Put the release tags on the smoked image (locally, and in the registry)."""
@@ -483,7 +368,9 @@ class Pipeline:
             )
         self.report.add("push_candidate", {"manifest_list": candidate_list, "platforms": entries})
         if smoke_enabled:
-            self._smoke_platforms(repository, entries, smoke_engine)
+            start = time.monotonic()
+            record = self._smoke_stage(smoke_engine).platforms(entries, self._expected())
+            self.report.add("smoke", record, time.monotonic() - start)
         else:
             log.loud("--no-smoke: no platform of this image was tested on an IPVS kernel")
             self.report.add("smoke", {"skipped": True})

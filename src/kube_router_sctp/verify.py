@@ -15,6 +15,7 @@ Any other result fails the run (exit status of DataplaneError).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .dataplane.kubeapi import KubeAPIStandIn, Store
 from .dataplane.node import Node, kube_router_flags, transfer_image
 from .dataplane.scenario import ADDRESSES, CLIENT, PROTOCOLS, Outcome, Scenario
 from .engine import Engine
-from .errors import ConfigError, DataplaneError, VMError
+from .errors import ConfigError, DataplaneError, KernelUnsupportedError, VMError
 from .redact import redact, redact_data
 from .vm.dockerhost import HOST_FROM_GUEST, docker_host
 from .vm.kernel import KernelFiles, resolve
@@ -51,6 +52,7 @@ class Run:
     series: str = ""
     patches: str = ""
     kernel: str = ""
+    booted: dict[str, Any] = field(default_factory=dict)  # the kernel's packages and sha256s
     flags: list[str] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     evidence: dict[str, str] = field(default_factory=dict)
@@ -70,6 +72,7 @@ class Run:
             "series": self.series,
             "patches": self.patches.split(),
             "kernel": self.kernel,
+            "booted": self.booted,
             "flags": self.flags,
             "met": self.met,
             "error": self.error,
@@ -81,22 +84,29 @@ class Run:
 
 # -- running -----------------------------------------------------------------------------
 def verify(settings: Settings, image: str, control: str | None, version: str | None) -> list[Run]:
-    """Run the candidate, then the control, each on its own fresh node."""
+    """For each kernel (``--kernel``, repeatable; Debian's by default), the candidate,
+    then the control, each on its own fresh node."""
     builder = Engine(settings.docker_host)
     cache = Cache(settings.cache_dir)
-    runs = [_planned(builder, image, "candidate", version)]
+    planned = [_planned(builder, image, "candidate", version)]
     if control:
-        runs.append(_planned(builder, control, "control", runs[0].kube_router_version))
-    kernel = resolve(settings.smoke_kernel or "debian", settings.smoke_modules, cache)
-    for run in runs:
-        try:
-            with log.step("verify", f"{run.role} {run.image} (kube-router {run.kube_router_version})"):
-                run_one(run, builder, kernel, cache, settings.mirrors.debian)
-        except (DataplaneError, VMError) as exc:
-            # The node never got as far as the checks (boot, image copy): say so in the
-            # results and go on with the next image, whose verdict stands on its own.
-            run.error = exc.one_line()
-            log.error(f"{run.role} run stopped: {run.error}")
+        planned.append(_planned(builder, control, "control", planned[0].kube_router_version))
+    runs: list[Run] = []
+    for spec in dict.fromkeys(settings.smoke_kernels or ("debian",)):
+        kernel = resolve(spec, settings.smoke_modules, cache, mirror=settings.mirrors.debian)
+        for template in planned:
+            run = dataclasses.replace(template, kernel=f"{kernel.version} ({spec}; QEMU, TCG)", booted=kernel.record())
+            run.flags, run.outcomes, run.evidence, run.timings = [], [], {}, {}
+            runs.append(run)
+            try:
+                with log.step("verify", f"{run.role} {run.image} (kube-router {run.kube_router_version}) on {spec}"):
+                    run_one(run, builder, kernel, cache, settings.mirrors.debian)
+            except (DataplaneError, VMError, KernelUnsupportedError) as exc:
+                # The node never got as far as the checks (boot, image copy, a kernel that
+                # lacks what the node needs): say so in the results and go on with the next
+                # image or kernel, whose verdict stands on its own.
+                run.error = exc.one_line()
+                log.error(f"{run.role} run stopped: {run.error}")
     return runs
 
 
@@ -126,7 +136,7 @@ def _planned(builder: Engine, image: str, role: str, version: str | None) -> Run
 def run_one(run: Run, builder: Engine, kernel: KernelFiles, cache: Cache, mirror: str | None) -> None:
     """Boot a node, run the checks, fill ``run``; the VM and the stand-in always go."""
     start = time.monotonic()
-    run.kernel = f"{kernel.version} (QEMU, TCG)"
+    run.kernel = run.kernel or f"{kernel.version} (QEMU, TCG)"
     with docker_host(kernel, cache, mirror=mirror) as host:
         run.timings["boot"] = host.boot_seconds
         mark = time.monotonic()
@@ -205,7 +215,8 @@ def _cell_text(outcome: Outcome | None) -> str:
 
 
 def markdown_run(run: Run) -> str:
-    title = f"### kube-router {run.kube_router_version}: {run.role} `{run.image}`"
+    on = f" on {run.kernel.split(' ', 1)[0]}" if run.kernel else ""
+    title = f"### kube-router {run.kube_router_version}: {run.role} `{run.image}`{on}"
     verdict = "as expected" if run.met else "NOT as expected"
     times = ", ".join(f"{k} {v:.0f} s" for k, v in run.timings.items())
     lines = [

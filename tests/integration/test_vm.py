@@ -20,10 +20,10 @@ import pytest
 
 from kube_router_sctp import config, smoke
 from kube_router_sctp.cache import Cache
-from kube_router_sctp.errors import SmokeError, VMError
+from kube_router_sctp.errors import PipelineError, SmokeError, VMError
 from kube_router_sctp.vm import dockerhost, kernelsmoke
 from kube_router_sctp.vm.cpio import open_initramfs
-from kube_router_sctp.vm.kernel import KernelFiles, debian_kernel_deb, from_deb
+from kube_router_sctp.vm.kernel import KernelFiles, resolve
 from kube_router_sctp.vm.qemu import Guest, Machine
 from tests.support import env
 
@@ -53,8 +53,8 @@ def cache() -> Cache:
 def debian_kernel(cache: Cache) -> KernelFiles:
     env.require_binary("qemu-system-x86_64", "qemu-system-x86")
     try:
-        return from_deb(debian_kernel_deb(cache), cache)
-    except VMError as exc:
+        return resolve("debian", None, cache)
+    except PipelineError as exc:
         env.missing(f"needs Debian's kernel package: {exc.one_line()}")
         raise
 
@@ -162,7 +162,7 @@ def test_docker_host_vm_runs_the_smoke_check_on_a_pulled_image(  # type: ignore[
         engine.push(f"{registry}/{namespace}/kube-router", "smoke")
     finally:
         engine.remove_image(f"{registry}/{namespace}/kube-router:smoke")  # the local tag only
-    disk = dockerhost.build_disk(debian_kernel, cache)
+    disk = dockerhost.build_disk(cache)
     record_property("disk_build_seconds", round(disk.build_seconds, 1))
     with dockerhost.docker_host(debian_kernel, cache, boot_timeout=300) as host:
         assert host.url.startswith("tcp://127.0.0.1:")

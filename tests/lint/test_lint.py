@@ -1,7 +1,9 @@
-"""Linters run as tests, so CI fails on them: ruff, mypy, actionlint, zizmor, hadolint.
+"""Linters run as tests, so CI fails on them: ruff, mypy, actionlint, zizmor, hadolint,
+and shellcheck on the shell that runs inside the guests (resources/guest/).
 
-Each tool is a pinned PyPI package of the project's test extra. A deliberately broken
-workflow and Dockerfile show the linters can fail.
+Each Python-side tool is a pinned PyPI package of the project's test extra; shellcheck
+is Debian's (scripts/setup-host.sh installs it). A deliberately broken workflow,
+Dockerfile and guest script show the linters can fail.
 """
 
 from __future__ import annotations
@@ -127,3 +129,33 @@ def test_release_matrix_names_pinned_releases() -> None:
     versions = [v.strip() for v in matrix[1].replace("\n", " ").split(",")]
     pinned = config.load().pins.releases
     assert versions and all(v in pinned for v in versions), set(versions) - set(pinned)
+
+
+GUEST_SCRIPTS = sorted((PROJECT / "src" / "kube_router_sctp" / "resources" / "guest").glob("*.sh"))
+
+
+def shellcheck() -> str:
+    path = shutil.which("shellcheck")
+    if not path:
+        pytest.fail("shellcheck is not installed: apt-get install shellcheck (scripts/setup-host.sh does)")
+    return path
+
+
+def test_guest_scripts_are_files_and_shellcheck_clean() -> None:
+    assert {p.name for p in GUEST_SCRIPTS} >= {
+        "smoke-check.sh",
+        "kernelsmoke-init.sh",
+        "dockerhost-init.sh",
+        "dockerhost-initrd.sh",
+    }
+    # POSIX sh: the guests run busybox's or dash's sh, never bash.
+    result = run(shellcheck(), "--shell=sh", "--severity=style", *map(str, GUEST_SCRIPTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_broken_guest_script_fails_shellcheck(tmp_path: Path) -> None:
+    script = tmp_path / "broken.sh"
+    script.write_text('#!/bin/sh\nfor f in $(ls /dev); do echo $f; done\n[[ -n "$x" ]] && echo yes\n')
+    result = run(shellcheck(), "--shell=sh", str(script))
+    assert result.returncode != 0
+    assert "SC2045" in result.stdout and "SC3010" in result.stdout

@@ -113,8 +113,19 @@ def deb(path: Path, data_tar: Path) -> Path:
         header = f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode()
         return header + data + (b"\n" if len(data) % 2 else b"")
 
+    control = io.BytesIO()
+    with tarfile.open(fileobj=control, mode="w:gz") as tar:
+        fields = b"Package: linux-image-evil\nVersion: 1\nArchitecture: amd64\n"
+        info = tarfile.TarInfo("./control")
+        info.size = len(fields)
+        tar.addfile(info, io.BytesIO(fields))
     body = data_tar.read_bytes()
-    path.write_bytes(b"!<arch>\n" + member("debian-binary", b"2.0\n") + member("data.tar", body))
+    path.write_bytes(
+        b"!<arch>\n"
+        + member("debian-binary", b"2.0\n")
+        + member("control.tar.gz", control.getvalue())
+        + member("data.tar", body)
+    )
     return path
 
 

@@ -100,8 +100,8 @@ def test_broken_toml_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("mirrors.debian", "ftp://mirror.example/debian", "invalid Debian mirror"),
         ("mirrors.go-proxy", 'https://proxy.example/"', "invalid Go module proxy"),
         ("build.image-name", "Kube-Router", "invalid image name"),
-        ("smoke.fallback-kernel", "/nonexistent/linux-image.deb", "neither 'debian', 'none' nor an existing"),
-        ("smoke.fallback-kernel", "ubuntu", "neither 'debian', 'none' nor an existing"),
+        ("smoke.fallback-kernel", "/nonexistent/linux-image.deb", "'none' nor an existing linux-image"),
+        ("smoke.fallback-kernel", "ubuntu", "'none' nor an existing linux-image"),
     ],
 )
 def test_bad_values_are_refused(key: str, value: str, message: str) -> None:
@@ -144,3 +144,13 @@ def test_host_debian_mirror_reads_one_line_format(tmp_path: Path) -> None:
         "deb [arch=amd64] http://mirror.example/debian bookworm main\n"
     )
     assert config.host_debian_mirror(tmp_path) == "http://mirror.example/debian"
+
+
+def test_kernels_are_a_list_of_specs_or_paths(tmp_path: Path) -> None:
+    deb = tmp_path / "linux-image.deb"
+    deb.write_bytes(b"x")
+    settings = config.load({"smoke.kernel": ["debian:trixie", "debian:sid", str(deb)]})
+    assert settings.smoke_kernels == ("debian:trixie", "debian:sid", str(deb))
+    assert config.load().smoke_kernels == ()
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load({"smoke.kernel": [str(tmp_path / "absent.deb")]})

@@ -7,8 +7,6 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
-import struct
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -17,33 +15,9 @@ from kube_router_sctp.cache import Cache
 from kube_router_sctp.errors import VMError
 from kube_router_sctp.vm import cpio, kernel
 from kube_router_sctp.vm import modules as kmod
+from tests.support.debs import bzimage, elf_module
 
 VERSION = "6.1.0-99-amd64"
-
-
-def elf_module(**info: str | list[str]) -> bytes:
-    """A minimal ELF64 LE file whose only real section is .modinfo."""
-    pairs = []
-    for key, value in info.items():
-        for item in value if isinstance(value, list) else [value]:
-            pairs.append(f"{key}={item}".encode() + b"\0")
-    modinfo = b"".join(pairs)
-    names = b"\0.modinfo\0.shstrtab\0"
-    modinfo_off = 64
-    names_off = modinfo_off + len(modinfo)
-    shoff = (names_off + len(names) + 7) & ~7
-    header = bytearray(64)
-    header[:6] = b"\x7fELF\x02\x01"
-    struct.pack_into("<Q", header, 0x28, shoff)
-    struct.pack_into("<HHH", header, 0x3A, 64, 3, 2)
-    body = bytes(header) + modinfo + names
-    body += b"\0" * (shoff - len(body))
-    sections = [
-        struct.pack("<IIQQQQIIQQ", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        struct.pack("<IIQQQQIIQQ", 1, 1, 0, 0, modinfo_off, len(modinfo), 0, 0, 1, 0),
-        struct.pack("<IIQQQQIIQQ", 10, 3, 0, 0, names_off, len(names), 0, 0, 1, 0),
-    ]
-    return body + b"".join(sections)
 
 
 def modules_dir(tmp_path: Path, modules: dict[str, bytes], builtin: tuple[str, ...] = ()) -> Path:
@@ -169,15 +143,6 @@ def test_modules_land_decompressed_in_load_order(ipvs_tree: Path) -> None:
 
 
 # -- locating a kernel ----------------------------------------------------------------
-def bzimage(version: str) -> bytes:
-    image = bytearray(0x1000)
-    image[0x202:0x206] = b"HdrS"
-    struct.pack_into("<H", image, 0x20E, 0x400 - 0x200)
-    text = f"{version} (debian-kernel@lists.debian.org) #1 SMP\0".encode()
-    image[0x400 : 0x400 + len(text)] = text
-    return bytes(image)
-
-
 def test_bzimage_version_is_read_from_the_setup_header(tmp_path: Path) -> None:
     path = tmp_path / "vmlinuz"
     path.write_bytes(bzimage(VERSION))
@@ -222,42 +187,3 @@ def test_from_paths_accepts_the_parent_modules_directory(tmp_path: Path, ipvs_tr
         kernel.from_paths(ipvs_tree / "modules.builtin", ipvs_tree)
     with pytest.raises(VMError, match="needs --modules"):
         kernel.resolve(vmlinuz, None, Cache(tmp_path / "cache"))
-
-
-def fake_deb(path: Path, version: str) -> None:
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w:xz") as archive:
-        for name, content in (
-            (f"./boot/vmlinuz-{version}", bzimage(version)),
-            (f"./lib/modules/{version}/kernel/net/sctp/sctp.ko", elf_module(depends="")),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            archive.addfile(info, io.BytesIO(content))
-    members = [("debian-binary", b"2.0\n"), ("control.tar.xz", b"x"), ("data.tar.xz", data.getvalue())]
-    out = bytearray(b"!<arch>\n")
-    for name, content in members:
-        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(content):<10}`\n".encode()
-        out += content + (b"\n" if len(content) % 2 else b"")
-    path.write_bytes(bytes(out))
-
-
-def test_a_kernel_deb_is_unpacked_once_into_the_cache(tmp_path: Path) -> None:
-    deb = tmp_path / "linux-image.deb"
-    fake_deb(deb, VERSION)
-    cache = Cache(tmp_path / "cache")
-    first = kernel.resolve(deb, None, cache)
-    assert first.version == VERSION
-    assert first.vmlinuz.read_bytes()[0x202:0x206] == b"HdrS"
-    assert kmod.ModuleIndex.load(first.modules_dir).resolve(["sctp"])[0].name == "sctp"
-    stamp = first.modules_dir.stat().st_mtime_ns
-    assert kernel.from_deb(deb, cache) == first
-    assert first.modules_dir.stat().st_mtime_ns == stamp
-    assert not list((cache.root / "tmp").iterdir())
-
-
-def test_a_file_that_is_not_a_deb_is_refused(tmp_path: Path) -> None:
-    bogus = tmp_path / "x.deb"
-    bogus.write_bytes(b"hello")
-    with pytest.raises(VMError, match="not a Debian package"):
-        kernel.from_deb(bogus, Cache(tmp_path / "cache"))

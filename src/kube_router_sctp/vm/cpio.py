@@ -10,6 +10,16 @@ Kernel unpacker rules this writer follows, because breaking them fails silently 
 - a hard link is an entry with the same inode number and ``nlink >= 2`` as an earlier
   one, written with no data; the earlier entry must also carry ``nlink >= 2``;
 - names carry no leading ``/`` or ``./``.
+
+Why hand-written rather than a maintained writer. GNU ``cpio`` archives files that exist
+on disk: the image's device nodes and root-owned files would first have to be created on
+the host (as root, with ``mknod``), which is what this design avoids. libarchive
+(``bsdtar --format newc @rootfs.tar``, or the libarchive-c binding) can re-encode a tar
+stream, but it is a host library the tool needs nowhere else, and the harness's own
+entries (the init, modules decompressed in memory, device nodes with chosen owners) would
+go through bsdtar's mtree input or the binding's entry API: more glue than the format
+itself, which is a 110-byte header and 4-byte padding per entry, written here as the
+Docker export streams by (plus a reader for the tests).
 """
 
 from __future__ import annotations

@@ -1,20 +1,24 @@
 """A Docker host on a real kernel: a cached Debian VM disk, booted fresh for each use.
 
-The disk is a debootstrapped Debian root (Docker, containerd, iproute2, kmod, iptables,
-ipset, conntrack; socat, ipvsadm and tcpdump for the dataplane proof) with the kernel's
-modules, written to a sparse raw image with ``mkfs.ext4 -d``. It is built once and
-cached under a key of everything that shapes it (kernel, package list, suite, the init
-scripts, a recipe version). Every boot runs on a fresh qcow2 overlay of that disk, because
-a guest rebooted from a disk it had already run on was seen to stall; the cached disk is
-never written, and the overlay is thrown away afterwards, so stopping QEMU is a clean
-shutdown.
+The system disk is a debootstrapped Debian root (Docker, containerd, iproute2, kmod,
+iptables, ipset, conntrack; socat, ipvsadm and tcpdump for the dataplane proof), written
+to a sparse raw image with ``mkfs.ext4 -d``. It holds no kernel: it is built once and
+cached under a key of everything that shapes it (package list, suite, a recipe version),
+and one disk serves every kernel. A kernel's modules travel on a second, read-only disk
+of their own (a small ext4 image of ``/lib/modules/<release>`` with depmod's index,
+cached per kernel), mounted at ``/usr/lib/modules`` before the system starts, so
+``modprobe`` finds whatever Docker asks for. Every boot runs on a fresh qcow2 overlay of
+the system disk, because a guest rebooted from a disk it had already run on was seen to
+stall; the cached disks are never written, and the overlay is thrown away afterwards, so
+stopping QEMU is a clean shutdown.
 
 Boot: the kernel with a small initramfs of our own (busybox-static from the disk plus the
-virtio/ext4 modules) that mounts the disk and switches to ``/sbin/krs-init``, which loads
-modules, configures the user-mode network (10.0.2.15/24 via 10.0.2.2; the host's
-127.0.0.1 is 10.0.2.2 to the guest) and starts containerd and dockerd with the API on
-TCP 2375, forwarded to a free port on the host's loopback. Options for a boot (insecure
-registries) travel on the kernel command line, so one disk serves every run.
+virtio/ext4 modules, decided from the kernel's own config) that mounts both disks and
+switches to ``/sbin/krs-init``, which loads modules, configures the user-mode network
+(10.0.2.15/24 via 10.0.2.2; the host's 127.0.0.1 is 10.0.2.2 to the guest) and starts
+containerd and dockerd with the API on TCP 2375, forwarded to a free port on the host's
+loopback. Options for a boot (insecure registries) travel on the kernel command line.
+The guest's scripts are files (``resources/guest/dockerhost-*.sh``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import config, log
+from .. import config, guestscripts, log
+from .. import kernelfeatures as kf
 from ..cache import Cache, default_root, remove_tree
 from ..engine import Engine, daemon_answers
 from ..errors import DockerError, VMError
@@ -41,7 +46,8 @@ from .cpio import open_initramfs
 from .kernel import KernelFiles, resolve
 from .qemu import Guest, Machine, free_port
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3  # 3: no kernel on the system disk (modules travel on a disk of their own)
+MODULES_RECIPE = 1
 SUITE = "bookworm"
 PACKAGES = (
     "docker.io",
@@ -68,127 +74,6 @@ HOST_FROM_GUEST = "10.0.2.2"  # user-mode networking's name for the host's 127.0
 DEFAULT_INSECURE = (f"{HOST_FROM_GUEST}:5000",)
 DISK_GIB = 8
 
-# Loaded at boot. Docker's own needs (bridge, nf_tables, xt_*) are loaded on demand by
-# the kernel through the disk's modprobe; these are the ones nothing would ask for.
-BOOT_MODULES = (
-    "virtio_net",
-    "overlay",
-    "br_netfilter",
-    "veth",
-    "ip_vs",
-    "ip_vs_rr",
-    "ip_vs_wrr",
-    "ip_vs_sh",
-    "sctp",
-    "nf_conntrack",
-    "nf_nat",
-    "ip_set",
-    "ip_set_hash_ip",
-    "ip_set_hash_ipport",
-    "ip_set_hash_ipportip",
-    "ip_set_hash_net",
-    "dummy",
-    "binfmt_misc",
-)
-ROOT_MODULES = ("virtio_pci", "virtio_blk", "ext4")
-
-_GUEST_INIT = """#!/bin/sh
-# Init of the Docker-host VM (tini is PID 1 and reaps orphans; this script is its child).
-# It travels in each boot's initramfs, so changing it needs no new disk.
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PATH
-say() { echo "krs-init: $*"; echo "$*" > /dev/ttyS1; }
-fail() { say "failed: $*"; echo o > /proc/sysrq-trigger; sleep 10; exit 1; }
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
-mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "cannot mount cgroup2"
-mount -o remount,rw / || fail "cannot remount / read-write"
-hostname krs-docker-host
-say booting
-for module in @MODULES@; do
-    modprobe "$module" 2>/dev/null || echo "krs-init: modprobe $module failed"
-done
-ip link set lo up
-mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null \
-    && update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || echo "krs-init: no arm64 emulation"
-# The NIC is named by the kernel (no udev here); pick the first with a device behind it,
-# since modules such as dummy create interfaces too.
-nic=
-tries=0
-while [ -z "$nic" ]; do
-    for dev in /sys/class/net/*; do
-        [ -e "$dev/device" ] && nic=${dev##*/} && break
-    done
-    [ -n "$nic" ] && break
-    tries=$((tries + 1))
-    [ "$tries" -gt 300 ] && fail "no network interface appeared"
-    sleep 0.1
-done
-ip addr add 10.0.2.15/24 dev "$nic" || fail "cannot configure $nic"
-ip link set "$nic" up
-ip route add default via 10.0.2.2 || fail "cannot add the default route"
-echo 1 > /proc/sys/net/ipv4/ip_forward
-say "network $nic"
-insecure=
-for word in $(cat /proc/cmdline); do
-    case "$word" in krs.insecure=*) insecure=${word#krs.insecure=} ;; esac
-done
-flags=
-for registry in $(echo "$insecure" | tr ',' ' '); do flags="$flags --insecure-registry $registry"; done
-mkdir -p /run/containerd
-containerd --log-level warn >/dev/console 2>&1 &
-tries=0
-while [ ! -S /run/containerd/containerd.sock ]; do
-    tries=$((tries + 1))
-    [ "$tries" -gt 600 ] && fail "containerd did not start"
-    sleep 0.1
-done
-# --tls=false says on purpose what a bare TCP listener implies; without it dockerd
-# 20.10 sleeps 15 s to show a deprecation warning. The API is reachable only through
-# the host's loopback forward.
-# shellcheck disable=SC2086 # flags are words on purpose
-dockerd -H tcp://0.0.0.0:@PORT@ -H unix:///run/docker.sock --tls=false \\
-    --containerd /run/containerd/containerd.sock $flags >/dev/console 2>&1 &
-dockerd=$!
-say "dockerd started"
-while kill -0 "$dockerd" 2>/dev/null; do sleep 2; done
-wait "$dockerd"
-fail "dockerd exited with status $?"
-"""
-
-_INITRD_INIT = """#!/bin/sh
-# Initramfs of the Docker-host VM: load the disk's drivers, mount it, switch to it.
-B=/bin/busybox
-fail() { echo "failed: $*" > /dev/ttyS1; echo "krs-initrd: $*"; echo o > /proc/sysrq-trigger; sleep 10; exit 1; }
-$B mkdir -p /proc /sys /dev /newroot
-$B mount -t proc proc /proc
-$B mount -t sysfs sysfs /sys
-$B mount -t devtmpfs devtmpfs /dev
-for module in /modules/*.ko; do
-    $B insmod "$module" 2>/dev/null || echo "krs-initrd: insmod ${module##*/} failed"
-done
-tries=0
-while [ ! -b /dev/vda ]; do
-    tries=$((tries + 1))
-    [ "$tries" -gt 300 ] && fail "the disk /dev/vda did not appear"
-    $B sleep 0.1
-done
-$B mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda"
-$B cp /krs-init /newroot/sbin/krs-init || fail "cannot install the init"
-$B umount /proc /sys /dev
-# tini as PID 1 reaps the orphans containerd shims leave behind; a shell would not.
-for tini in /usr/bin/tini-static /usr/bin/tini; do
-    [ -x "/newroot$tini" ] && exec $B switch_root /newroot "$tini" -- /sbin/krs-init
-done
-exec $B switch_root /newroot /sbin/krs-init
-"""
-
 
 @dataclass(frozen=True)
 class HostDisk:
@@ -197,7 +82,6 @@ class HostDisk:
     directory: Path
     disk: Path
     busybox: Path  # the disk's busybox-static, for each boot's initramfs
-    kernel: KernelFiles
     key: str
     build_seconds: float  # 0.0 when it came from the cache
 
@@ -210,6 +94,7 @@ class DockerHost:
     engine: Engine
     guest: Guest
     disk: HostDisk
+    kernel: KernelFiles
 
     def guest_registry(self, registry: str = "127.0.0.1:5000") -> str:
         """How the guest names a registry of the host's loopback (``127.0.0.1:5000`` ->
@@ -232,20 +117,13 @@ def debian_kernel(cache: Cache) -> KernelFiles:
 
 
 # -- the disk ----------------------------------------------------------------------------
-def disk_key(kernel: KernelFiles, packages: tuple[str, ...], suite: str) -> str:
-    """Everything that shapes the disk: a change to any of it builds a new one."""
-    inputs = {
-        "recipe": RECIPE_VERSION,
-        "kernel": kernel.version,
-        "vmlinuz": sha256_file(kernel.vmlinuz),
-        "packages": sorted(packages),
-        "suite": suite,
-    }
+def disk_key(packages: tuple[str, ...], suite: str) -> str:
+    """Everything that shapes the system disk: a change to any of it builds a new one."""
+    inputs = {"recipe": RECIPE_VERSION, "packages": sorted(packages), "suite": suite}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def build_disk(
-    kernel: KernelFiles,
     cache: Cache,
     *,
     mirror: str | None = None,
@@ -254,8 +132,8 @@ def build_disk(
     size_gib: int = DISK_GIB,
     rebuild: bool = False,
 ) -> HostDisk:
-    """The cached disk for these inputs, built first if absent (minutes; needs root)."""
-    key = disk_key(kernel, packages, suite)
+    """The cached system disk for these inputs, built first if absent (minutes; needs root)."""
+    key = disk_key(packages, suite)
     target = cache.root / "vm" / "docker-host" / key
     with cache.lock(f"docker-host-{key}"):
         if rebuild and target.exists():
@@ -263,7 +141,7 @@ def build_disk(
         manifest = target / "manifest.json"
         if manifest.is_file():
             log.info(f"Docker-host disk {key[:12]}: cached")
-            return HostDisk(target, target / "disk.img", target / "busybox", kernel, key, 0.0)
+            return HostDisk(target, target / "disk.img", target / "busybox", key, 0.0)
         if target.exists():
             remove_tree(target)  # a half-written entry from a killed run
         _check_build_tools()
@@ -276,10 +154,10 @@ def build_disk(
         start = time.monotonic()
         work = cache.scratch("docker-host-")
         try:
-            with log.step("docker-host disk", f"Debian {suite} + kernel {kernel.version}"):
+            with log.step("docker-host disk", f"Debian {suite}"):
                 root = work / "root"
                 _debootstrap(root, suite, mirror, packages, work / "debootstrap.log")
-                _install_kernel_modules(root, kernel)
+                (root / "usr" / "lib" / "modules").mkdir(parents=True, exist_ok=True)  # the modules disk's mount point
                 _configure(root)
                 _keep_busybox(root, work / "busybox")
                 _make_ext4(root, work / "disk.img", size_gib)
@@ -289,7 +167,6 @@ def build_disk(
                     json.dumps(
                         {
                             "key": key,
-                            "kernel": kernel.version,
                             "suite": suite,
                             "packages": list(packages),
                             "recipe": RECIPE_VERSION,
@@ -302,10 +179,47 @@ def build_disk(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 work.replace(target)
             log.info(f"Docker-host disk {key[:12]} built in {seconds:.0f}s")
-            return HostDisk(target, target / "disk.img", target / "busybox", kernel, key, seconds)
+            return HostDisk(target, target / "disk.img", target / "busybox", key, seconds)
         finally:
             if work.exists():
                 _remove_root(work)
+
+
+def modules_disk(kernel: KernelFiles, cache: Cache) -> Path:
+    """A read-only ext4 image of the kernel's modules with depmod's index, cached per
+    kernel: ``<release>/`` at its root, mounted at ``/usr/lib/modules`` in the guest."""
+    inputs = {"recipe": MODULES_RECIPE, "release": kernel.version, "modules": str(kernel.modules_dir)}
+    inputs["vmlinuz"] = sha256_file(kernel.vmlinuz)
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+    target = cache.root / "vm" / "modules" / f"{key}.img"
+    with cache.lock(f"modules-disk-{key}"):
+        if target.is_file():
+            return target
+        for tool, package in (("depmod", "kmod"), ("mkfs.ext4", "e2fsprogs")):
+            if shutil.which(tool) is None:
+                raise VMError(f"{tool} is not installed", f"apt-get install {package}")
+        work = cache.scratch("modules-disk-")
+        try:
+            with log.step("modules disk", f"kernel {kernel.version}"):
+                tree = work / "root" / "lib" / "modules" / kernel.version
+                # build/source point at headers elsewhere: never followed, never needed.
+                skip = shutil.ignore_patterns("vmlinuz", "build", "source")
+                shutil.copytree(kernel.modules_dir, tree, symlinks=True, ignore=skip)
+                _run(["depmod", "-b", str(work / "root"), kernel.version], "depmod of the kernel's modules", 600)
+                used = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+                image = work / "modules.img"
+                with image.open("wb") as handle:
+                    handle.truncate(used + used // 4 + (64 << 20))
+                _run(
+                    ["mkfs.ext4", "-q", "-F", "-L", "krs-modules", "-d", str(tree.parent), str(image)],
+                    "mkfs.ext4 -d of the modules disk",
+                    600,
+                )
+                target.parent.mkdir(parents=True, exist_ok=True)
+                image.replace(target)
+        finally:
+            remove_tree(work)
+    return target
 
 
 def _check_build_tools() -> None:
@@ -348,13 +262,6 @@ def _debootstrap(root: Path, suite: str, mirror: str, packages: tuple[str, ...],
         )
 
 
-def _install_kernel_modules(root: Path, kernel: KernelFiles) -> None:
-    # bookworm merges /lib into /usr/lib: write through the real directory.
-    target = root / "usr" / "lib" / "modules" / kernel.version
-    shutil.copytree(kernel.modules_dir, target, symlinks=True)
-    _run(["chroot", str(root), "depmod", "-a", kernel.version], "depmod in the disk's root", timeout=600)
-
-
 def _configure(root: Path) -> None:
     """The guest's identity and DNS (user-mode networking answers on 10.0.2.3)."""
     (root / "etc" / "hostname").write_text("krs-docker-host\n")
@@ -374,10 +281,11 @@ def _keep_busybox(root: Path, dest: Path) -> None:
     shutil.copyfile(busybox, dest)
 
 
-def write_initrd(disk: HostDisk, dest: Path) -> None:
-    """This boot's initramfs: busybox, the disk's drivers, the init scripts."""
-    modules = kmod.ModuleIndex.load(disk.kernel.modules_dir).resolve(ROOT_MODULES)
-    guest_init = _GUEST_INIT.replace("@MODULES@", " ".join(BOOT_MODULES)).replace("@PORT@", str(GUEST_API_PORT))
+def write_initrd(disk: HostDisk, kernel: KernelFiles, dest: Path, boot: kmod.ModulePlan) -> None:
+    """This boot's initramfs: busybox, the disks' drivers, the init scripts."""
+    root = kmod.plan(kernel, kf.ROOT_DISK)
+    boot_modules = " ".join(m for m in boot.record()["modules_needed"])
+    guest_init = guestscripts.render("dockerhost-init.sh", MODULES=boot_modules, API_PORT=GUEST_API_PORT)
     with open_initramfs(dest, compress=True) as writer:
         writer.file("bin/busybox", disk.busybox.read_bytes(), mode=0o755)
         writer.symlink("bin/sh", "busybox")
@@ -385,9 +293,9 @@ def write_initrd(disk: HostDisk, dest: Path) -> None:
         writer.device("dev/console", "c", 5, 1, 0o600)
         writer.device("dev/null", "c", 1, 3, 0o666)
         writer.device("dev/ttyS1", "c", 4, 65, 0o660)
-        writer.file("init", _INITRD_INIT.encode(), mode=0o755)
+        writer.file("init", guestscripts.text("dockerhost-initrd.sh").encode(), mode=0o755)
         writer.file("krs-init", guest_init.encode(), mode=0o755)
-        kmod.add_to_initramfs(writer, modules, "modules")
+        kmod.add_to_initramfs(writer, root.modules, "modules")
 
 
 def _make_ext4(root: Path, disk: Path, size_gib: int) -> None:
@@ -425,13 +333,16 @@ def docker_host(
     """Boot a fresh Docker-host VM; yield it once its Docker API answers; stop it after."""
     cache = cache or Cache(default_root())
     kernel = kernel or debian_kernel(cache)
-    disk = build_disk(kernel, cache, mirror=mirror)
+    # What the node needs, from the kernel's own config: a kernel that lacks it stops here.
+    boot = kmod.plan(kernel, (*kf.DOCKER_HOST, *kf.SMOKE))
+    disk = build_disk(cache, mirror=mirror)
+    modules = modules_disk(kernel, cache)
     work = cache.scratch("docker-host-run-")
     guest: Guest | None = None
     try:
         copy = pristine_overlay(disk.disk, work)
         initrd = work / "initrd.img"
-        write_initrd(disk, initrd)
+        write_initrd(disk, kernel, initrd, boot)
         append = f"console=ttyS0 panic=-1 quiet mitigations=off krs.insecure={','.join(insecure_registries) or 'none'}"
         machine = Machine(
             kernel=kernel.vmlinuz,
@@ -440,13 +351,14 @@ def docker_host(
             memory_mb=memory_mb,
             cpus=cpus,
             disks=(copy,),
+            readonly_disks=(modules,),
         )
         guest, chosen = _start_with_port(machine, work, port)
         with log.step("docker-host boot", f"kernel {kernel.version}, API on 127.0.0.1:{chosen}"):
             engine = _wait_for_docker(guest, chosen, boot_timeout)
         boot_seconds = guest.elapsed()
         log.info(f"Docker-host VM ready in {boot_seconds:.1f}s (tcp://127.0.0.1:{chosen})")
-        yield DockerHost(f"tcp://127.0.0.1:{chosen}", chosen, boot_seconds, engine, guest, disk)
+        yield DockerHost(f"tcp://127.0.0.1:{chosen}", chosen, boot_seconds, engine, guest, disk, kernel)
     finally:
         if guest is not None:
             guest.stop()

@@ -1,35 +1,53 @@
-"""The kernel a guest boots: a vmlinuz, its modules directory and its version.
+"""The kernel a guest boots: a vmlinuz, its modules directory, its config and its release.
 
-From ``--kernel VMLINUZ --modules DIR``, or from a kernel ``.deb`` unpacked once into the
-cache under ``kernels/<sha256 of the .deb>`` (a .deb is an ar archive whose
-``data.tar.*`` holds ``boot/vmlinuz-<version>`` and ``lib/modules/<version>/``). Tests
-obtain Debian's kernel package with ``apt-get download``, which verifies it against the
-signed archive indices of the host's configured mirror. x86 bzImages and arm64 Images
-are told apart by their headers, so a guest boots with the QEMU of its architecture.
+What ``--kernel`` names:
+- ``debian``, ``debian:SUITE`` or ``debian:VERSION``: resolved from the Debian mirror's
+  signed indices (``vm.debian``) to the packages that hold one kernel, downloaded and
+  verified;
+- a kernel ``.deb`` of either layout: classic (``boot/vmlinuz-<release>`` and
+  ``lib/modules/<release>/`` in one ``linux-image-<release>``) or split (from 7.x: an
+  empty ``linux-image-<release>`` depending on ``linux-binary-`` with
+  ``usr/lib/modules/<release>/vmlinuz``, ``linux-modules-`` with the modules and
+  ``linux-base-`` with ``config`` and ``modules.builtin``). A split package's siblings are
+  taken from its directory (``apt-get download`` puts them there) or, failing that, from
+  the mirror;
+- a directory: of ``.deb`` files, or an unpacked kernel (a root with ``boot/`` or
+  ``usr/lib/modules/``, or one ``modules/<release>`` directory holding ``vmlinuz``);
+- a vmlinuz with ``--modules DIR``.
+
+Packages are unpacked once into ``<cache>/kernels/<digest of their sha256s>/``. Modules
+stay as packaged (``.ko``, ``.ko.xz``, ``.ko.zst``); x86 bzImages and arm64 Images are
+told apart by their headers, so a guest boots with the QEMU of its architecture.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
+import hashlib
+import json
 import re
-import shutil
-import subprocess
-import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 from .. import log
-from ..archive import extract_tar
 from ..cache import Cache, remove_tree
+from ..download import Downloader
 from ..errors import VMError
 from ..treedigest import sha256_file
+from . import deb as debfile
+from . import debian
 
-DEBIAN_METAPACKAGE = "linux-image-amd64"
-# Debian's architecture names for the guest architectures (``uname -m`` names).
-DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 _VERSION_RE = re.compile(r"^\d+\.\d+")
+_KERNEL_PACKAGE_RE = re.compile(r"^linux-(image|binary|modules|base)-\d")
+
+
+@dataclass(frozen=True)
+class PackageRef:
+    name: str
+    version: str
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -38,9 +56,25 @@ class KernelFiles:
     modules_dir: Path  # .../lib/modules/<version>
     version: str
     arch: str = "x86_64"
+    config: Path | None = None  # the kernel's build configuration, when it came with one
+    origin: str = ""  # what --kernel named
+    packages: tuple[PackageRef, ...] = ()  # the packages it came from
+    suite: str = ""  # the Debian suite a spec resolved to
 
     def describe(self) -> str:
         return f"kernel {self.version}"
+
+    def record(self) -> dict[str, Any]:
+        """Exactly what was booted, for reports and the kernel matrix."""
+        return {
+            "spec": self.origin,
+            "release": self.version,
+            "arch": self.arch,
+            "suite": self.suite,
+            "vmlinuz_sha256": sha256_file(self.vmlinuz),
+            "config": self.config is not None,
+            "packages": [{"name": p.name, "version": p.version, "sha256": p.sha256} for p in self.packages],
+        }
 
 
 def kernel_arch(vmlinuz: Path) -> str | None:
@@ -104,7 +138,8 @@ def from_paths(vmlinuz: Path, modules: Path) -> KernelFiles:
         )
     if modules.name != version:
         log.warn(f"modules directory {modules} is not named {version}; using it as that kernel's modules")
-    return KernelFiles(vmlinuz.resolve(), modules.resolve(), version, arch)
+    config = _config_beside(modules, vmlinuz, version)
+    return KernelFiles(vmlinuz.resolve(), modules.resolve(), version, arch, config, str(vmlinuz))
 
 
 def _release_of(modules: Path) -> str | None:
@@ -120,161 +155,200 @@ def _release_of(modules: Path) -> str | None:
     return releases[0]
 
 
-def from_deb(deb: Path, cache: Cache) -> KernelFiles:
-    """Unpack a kernel package once into ``<cache>/kernels/<sha256>/``; reuse it after."""
-    if not deb.is_file():
-        raise VMError(f"kernel package {deb} does not exist", "pass the path of a linux-image-*.deb")
-    digest = sha256_file(deb)
-    target = cache.root / "kernels" / digest
-    with cache.lock(f"kernel-{digest}"):
+def _config_beside(modules: Path, vmlinuz: Path, version: str) -> Path | None:
+    for candidate in (modules / "config", vmlinuz.parent / f"config-{version}"):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+# -- packages ------------------------------------------------------------------------------
+def from_debs(debs: Sequence[Path], cache: Cache, origin: str = "", suite: str = "") -> KernelFiles:
+    """Unpack kernel packages (one kernel's, any layout) once into the cache; reuse after."""
+    for deb in debs:
+        if not deb.is_file():
+            raise VMError(f"kernel package {deb} does not exist", "pass the path of a linux-image-*.deb")
+    digests = sorted({sha256_file(deb): deb for deb in debs}.items())
+    key = hashlib.sha256(" ".join(d for d, _ in digests).encode()).hexdigest()
+    target = cache.root / "kernels" / key
+    with cache.lock(f"kernel-{key}"):
         if not (target / ".complete").is_file():
             if target.exists():
                 remove_tree(target)  # a half-written entry from a killed run
+            controls = [(digest, deb, debfile.control(deb)) for digest, deb in digests]
+            names = ", ".join(f"{c.package} {c.version}" for _, _, c in controls)
             work = cache.scratch("kernel-")
             try:
-                with log.step("kernel", f"unpack {deb.name}"):
-                    _unpack_deb(deb, work)
-                (work / ".complete").write_text(deb.name + "\n")
+                with log.step("kernel", f"unpack {names}"):
+                    for _, deb, _ in controls:
+                        debfile.unpack(deb, work)
+                packaged = [{"name": c.package, "version": c.version, "sha256": d} for d, _, c in controls]
+                (work / ".packages.json").write_text(json.dumps(packaged, indent=1) + "\n")
+                (work / ".complete").write_text(names + "\n")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 work.replace(target)
             finally:
                 if work.exists():
                     remove_tree(work)
-    return _locate(target, deb.name)
+    refs = tuple(PackageRef(**r) for r in json.loads((target / ".packages.json").read_text()))
+    names = ", ".join(r.name for r in refs)
+    found = _locate(target, names)
+    return KernelFiles(
+        found.vmlinuz, found.modules_dir, found.version, found.arch, found.config, origin or names, refs, suite
+    )
+
+
+def from_deb(deb: Path, cache: Cache, archive: debian.Archive | None = None) -> KernelFiles:
+    """One ``.deb``: complete (classic layout, or a ``linux-binary``/``-modules`` set's
+    member) or the empty ``linux-image-<release>`` of the split layout, whose siblings
+    come from the same directory or else from the mirror."""
+    if not deb.is_file():
+        raise VMError(f"kernel package {deb} does not exist", "pass the path of a linux-image-*.deb")
+    control = debfile.control(deb)
+    wanted = _kernel_depends(control.depends)
+    if not wanted:
+        return from_debs([deb], cache, origin=str(deb))
+    found = [deb]
+    missing = []
+    for name, version in wanted:
+        sibling = _sibling(deb.parent, name, version)
+        if sibling is None:
+            missing.append(f"{name} {version}".strip())
+        else:
+            found.append(sibling)
+    if not missing:
+        return from_debs(found, cache, origin=str(deb))
+    if archive is None:
+        raise VMError(
+            f"{deb.name} is the split layout's image package; {', '.join(missing)} are not beside it",
+            f"download them into {deb.parent} (apt-get download {' '.join(n.split()[0] for n in missing)}), "
+            "or pass --kernel debian:VERSION",
+        )
+    log.info(f"{deb.name}: {', '.join(missing)} not beside it; resolving {control.version} from the mirror")
+    resolved = archive.resolve(f"debian:{control.version}", _DEB_TO_GUEST.get(control.architecture, "x86_64"))
+    if (control.package, control.version) not in {(p.name, p.version) for p in resolved.packages}:
+        raise VMError(
+            f"the mirror's {control.version} kernel is not {control.package}",
+            f"put {', '.join(missing)} beside {deb.name}",
+        )
+    return from_debs(archive.download(resolved), cache, origin=str(deb), suite=resolved.suite)
+
+
+_DEB_TO_GUEST = {deb: guest for guest, deb in debian.DEBIAN_ARCH.items()}
+
+
+def _kernel_depends(depends: str) -> list[tuple[str, str]]:
+    """The kernel packages a split image package depends on: (name, exact version)."""
+    wanted = []
+    for clause in depends.split(","):
+        first = clause.split("|")[0].strip()
+        name, _, rest = first.partition(" ")
+        if _KERNEL_PACKAGE_RE.match(name):
+            version = rest.strip("() ").removeprefix("=").strip()
+            wanted.append((name, version))
+    return wanted
+
+
+def _sibling(directory: Path, name: str, version: str) -> Path | None:
+    for candidate in sorted(directory.glob(f"{name}_*.deb")):
+        try:
+            control = debfile.control(candidate)
+        except VMError:
+            continue
+        if control.package == name and (not version or control.version == version):
+            return candidate
+    return None
+
+
+def from_directory(directory: Path, cache: Cache, archive: debian.Archive | None = None) -> KernelFiles:
+    """A directory of kernel ``.deb`` files, or an unpacked kernel."""
+    debs = sorted(p for p in directory.glob("*.deb") if _KERNEL_PACKAGE_RE.match(p.name))
+    if debs:
+        releases = {_release_in_name(p.name) for p in debs}
+        if len(releases) > 1:
+            raise VMError(
+                f"{directory} holds packages of several kernels ({', '.join(sorted(releases))})",
+                "keep one kernel's packages per directory",
+            )
+        images = [p for p in debs if p.name.startswith("linux-image-")]
+        if len(debs) == 1 or not images:
+            return from_debs(debs, cache, origin=str(directory))
+        return from_deb(images[0], cache, archive) if len(images) == 1 else from_debs(debs, cache)
+    found = _locate(directory, str(directory))
+    return KernelFiles(found.vmlinuz, found.modules_dir, found.version, found.arch, found.config, str(directory))
+
+
+def _release_in_name(filename: str) -> str:
+    return re.sub(r"^linux-(image|binary|modules|base)-", "", filename.split("_", 1)[0])
 
 
 def _locate(root: Path, origin: str) -> KernelFiles:
-    images = sorted((root / "boot").glob("vmlinuz-*"))
-    if not images:
+    """The kernel in an unpacked tree of either layout (or a bare modules directory)."""
+    candidates: dict[str, Path] = {}
+    for image in sorted((root / "boot").glob("vmlinuz-*")):
+        candidates[image.name.removeprefix("vmlinuz-")] = image
+    for base in (root / "lib" / "modules", root / "usr" / "lib" / "modules"):
+        for image in sorted(base.glob("*/vmlinuz")):
+            candidates.setdefault(image.parent.name, image)
+    if (root / "vmlinuz").is_file() and (root / "kernel").is_dir():
+        candidates.setdefault(root.name, root / "vmlinuz")
+    if not candidates:
         raise VMError(
-            f"{origin} holds no boot/vmlinuz-*", "pass a linux-image-* package (not headers or a meta-package)"
+            f"{origin} holds no kernel (no boot/vmlinuz-* nor modules/<release>/vmlinuz)",
+            "pass a linux-image package with its dependencies, or --kernel debian:SUITE",
         )
-    vmlinuz = images[-1]
-    version = vmlinuz.name.removeprefix("vmlinuz-")
+    if len(candidates) > 1:
+        raise VMError(f"{origin} holds several kernels ({', '.join(sorted(candidates))})", "pass one kernel")
+    version, vmlinuz = next(iter(candidates.items()))
     arch = kernel_arch(vmlinuz)
     if arch is None:
         raise VMError(f"{origin}'s {vmlinuz.name} is not an x86 or arm64 kernel", "pass an amd64 or arm64 package")
-    for base in (root / "lib" / "modules", root / "usr" / "lib" / "modules"):
-        if (base / version).is_dir():
-            return KernelFiles(vmlinuz, base / version, version, arch)
-    raise VMError(f"{origin} has no lib/modules/{version}", "pass the package that carries that kernel's modules")
+    for modules in (root / "lib" / "modules" / version, root / "usr" / "lib" / "modules" / version, root):
+        if modules.name == version and (modules / "kernel").is_dir():
+            config = next((c for c in (root / "boot" / f"config-{version}", modules / "config") if c.is_file()), None)
+            return KernelFiles(vmlinuz, modules, version, arch, config)
+    raise VMError(
+        f"{origin} has no modules for kernel {version}",
+        "pass the package that carries that kernel's modules too (linux-modules-<release> in the split layout)",
+    )
 
 
-def _unpack_deb(deb: Path, dest: Path) -> None:
-    """Extract ``data.tar.*`` of an ar archive in Python, so no dpkg is needed."""
-    with deb.open("rb") as handle:
-        if handle.read(8) != b"!<arch>\n":
-            raise VMError(f"{deb} is not a Debian package (no ar header)", "pass a linux-image-*.deb file")
-        while True:
-            header = handle.read(60)
-            if len(header) < 60:
-                raise VMError(f"{deb} has no data.tar member", "pass a complete linux-image-*.deb file")
-            name = header[:16].decode().strip().rstrip("/")
-            size = int(header[48:58].decode().strip())
-            if name.startswith("data.tar"):
-                _extract_tar(handle, size, name, dest)
-                return
-            handle.seek(size + size % 2, 1)
-
-
-def _extract_tar(handle: BinaryIO, size: int, name: str, dest: Path) -> None:
-    member = io.BytesIO(handle.read(size))  # a kernel package's data member is ~70 MB
-    if not name.endswith(".zst"):
-        with tarfile.open(fileobj=member, mode="r:*") as archive:
-            extract_tar(archive, dest, name)
-        return
-    # tarfile reads no zstd before Python 3.14: the zstd tool decompresses as a stream.
-    tool = shutil.which("zstd")
-    if tool is None:
-        raise VMError(f"the package's {name} is zstd-compressed", "apt-get install zstd")
-    packed = dest / ".data.tar.zst"
-    packed.write_bytes(member.getvalue())
-    try:
-        with (
-            subprocess.Popen([tool, "-dc", str(packed)], stdout=subprocess.PIPE) as proc,
-            tarfile.open(fileobj=proc.stdout, mode="r|") as archive,
-        ):
-            extract_tar(archive, dest, name)
-        if proc.returncode != 0:
-            raise VMError(f"zstd could not decompress {name} (exit {proc.returncode})", "download the package again")
-    finally:
-        packed.unlink(missing_ok=True)
-
-
-def debian_kernel_deb(cache: Cache, package: str = DEBIAN_METAPACKAGE) -> Path:
-    """Debian's current kernel package (the one ``linux-image-amd64`` depends on), in
-    ``<cache>/debs/``; downloaded by apt from the host's configured mirror, which checks
-    it against the archive's signed indices. A foreign architecture's package is named
-    ``linux-image-arm64:arm64`` (apt must know that architecture)."""
-    if shutil.which("apt-get") is None or shutil.which("apt-cache") is None:
-        raise VMError("apt-get is not available to fetch Debian's kernel", "pass --kernel VMLINUZ --modules DIR")
-    name = _concrete_package(package)
-    directory = cache.root / "debs"
-    directory.mkdir(parents=True, exist_ok=True)
-    existing = sorted(directory.glob(f"{name.partition(':')[0]}_*.deb"))
-    if existing:
-        return existing[-1]
-    with cache.lock(f"deb-{name}"):
-        work = cache.scratch("deb-")
-        try:
-            result = subprocess.run(
-                ["apt-get", "download", "-q", name], cwd=work, capture_output=True, text=True, timeout=600, check=False
-            )
-            downloaded = sorted(work.glob(f"{name.partition(':')[0]}_*.deb"))
-            if result.returncode != 0 or not downloaded:
-                last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-                raise VMError(
-                    f"apt-get download {name} failed: {last}",
-                    "run apt-get update, or pass --kernel VMLINUZ --modules DIR",
-                )
-            target = directory / downloaded[-1].name
-            downloaded[-1].replace(target)
-            return target
-        finally:
-            remove_tree(work)
-
-
-def _concrete_package(package: str) -> str:
-    """``linux-image-amd64`` -> ``linux-image-6.1.0-56-amd64`` (what the meta-package
-    depends on); a concrete package name is returned as it is."""
-    result = subprocess.run(["apt-cache", "depends", package], capture_output=True, text=True, timeout=120, check=False)
-    if result.returncode != 0:
-        _, _, foreign = package.partition(":")
-        raise VMError(
-            f"apt does not know {package}: {result.stderr.strip()[:200]}",
-            f"run dpkg --add-architecture {foreign} && apt-get update (scripts/setup-host.sh does)"
-            if foreign
-            else "run apt-get update (the Debian mirror must be in the apt sources)",
-        )
-    for line in result.stdout.splitlines():
-        key, _, value = line.strip().partition(":")
-        if key == "Depends" and value.strip().startswith("linux-image-"):
-            return value.strip()
-    return package
-
-
-def debian_package(arch: str) -> str:
-    """Debian's kernel meta-package for a guest architecture, arch-qualified when foreign."""
-    debian = DEBIAN_ARCH[arch]
-    native = ""
-    if shutil.which("dpkg"):
-        native = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=False).stdout
-    package = f"linux-image-{debian}"
-    return package if native.strip() in ("", debian) else f"{package}:{debian}"
-
-
-def resolve(kernel: Path | str, modules: Path | None, cache: Cache, arch: str = "x86_64") -> KernelFiles:
-    """What the CLI's ``--kernel`` names: ``debian`` (Debian's current kernel package for
-    ``arch`` from the host's apt sources), a ``.deb`` (modules inside), or a vmlinuz plus
-    ``--modules``."""
-    if str(kernel) == "debian":
-        return from_deb(debian_kernel_deb(cache, debian_package(arch)), cache)
-    kernel = Path(kernel)
-    if kernel.suffix == ".deb":
-        return from_deb(kernel, cache)
+# -- what --kernel names --------------------------------------------------------------------
+def resolve(
+    kernel: Path | str,
+    modules: Path | None,
+    cache: Cache,
+    arch: str = "x86_64",
+    *,
+    mirror: str | None = None,
+    downloader: Downloader | None = None,
+) -> KernelFiles:
+    """A Debian spec (for ``arch``), a ``.deb``, a directory, or a vmlinuz plus ``--modules``."""
+    text = str(kernel)
+    if debian.parse_spec(text) is not None:
+        archive = debian.Archive(mirror, cache, downloader)
+        with log.step("kernel", f"resolve {text} ({debian.DEBIAN_ARCH[arch]})"):
+            resolved = archive.resolve(text, arch)
+            log.info(resolved.describe())
+            paths = archive.download(resolved)
+        return from_debs(paths, cache, origin=text, suite=resolved.suite)
+    path = Path(kernel)
+    if path.suffix == ".deb":
+        return from_deb(path, cache, _archive_or_none(mirror, cache, downloader))
+    if path.is_dir() and modules is None:
+        return from_directory(path, cache, _archive_or_none(mirror, cache, downloader))
     if modules is None:
         raise VMError(
             f"--kernel {kernel} needs --modules DIR (its /lib/modules/<version>)",
-            "pass --modules, or pass --kernel a linux-image-*.deb that carries the modules",
+            "pass --modules, or pass --kernel a kernel .deb, a directory of them, or debian:SUITE",
         )
-    return from_paths(kernel, modules)
+    return from_paths(path, modules)
+
+
+def _archive_or_none(mirror: str | None, cache: Cache, downloader: Downloader | None) -> debian.Archive | None:
+    """The mirror, asked only when a split package's siblings are missing: a host without
+    one can still boot complete packages."""
+    try:
+        return debian.Archive(mirror, cache, downloader)
+    except VMError:
+        return None

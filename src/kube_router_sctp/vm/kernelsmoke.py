@@ -1,29 +1,39 @@
 """Kernel smoke mode: boot a given kernel under QEMU with the image's root file system
-as the initramfs, and run the smoke script as the guest's init.
+as the initramfs, and run the smoke check as the guest's init.
 
-The image's file system comes out of the Docker daemon as a tar (a created, never
-started container, exported), is rewritten as a cpio archive together with the kernel
-modules the check needs (dependency order computed on the host, loaded with ``insmod``
-by explicit path, since the image has no index for this kernel) and a small POSIX-sh
-``/init``. The init runs :func:`kube_router_sctp.smoke.script`, writes its exit status
-to the status port and powers the guest off; the status decides the verdict, the
-console is the evidence. The kernel's architecture picks the QEMU: an arm64 kernel boots
-an arm64 image's file system under ``qemu-system-aarch64`` (full-system emulation, so
-ipvsadm talks generic netlink to a real arm64 kernel, which qemu-user cannot emulate).
+The initramfs is two cpio archives end to end, which the kernel unpacks in turn:
+- the image's part: its file system as the Docker daemon exports it (a created, never
+  started container), rewritten as cpio. It depends on the image alone, so it is built
+  once per image ID and cached (``<cache>/initramfs/``): a new kernel costs nothing here;
+- the kernel's part: the modules the check needs (decided from the kernel's own config,
+  dependencies first, decompressed, loaded with ``insmod`` by explicit path since the image
+  has no index for this kernel), the device nodes, the init and the check
+  (``resources/guest/``). Small; also cached, per kernel and check.
+The init runs the check, writes its exit status to the status port and powers the guest
+off; the status decides the verdict, the console is the evidence. The kernel's
+architecture picks the QEMU: an arm64 kernel boots an arm64 image's file system under
+``qemu-system-aarch64`` (full-system emulation, so ipvsadm talks generic netlink to a real
+arm64 kernel, which qemu-user cannot emulate).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import shutil
 import tarfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .. import log, smoke
+from .. import guestscripts, log, smoke
+from .. import kernelfeatures as kf
 from ..cache import Cache, default_root, remove_tree
 from ..engine import Engine
-from ..errors import VMError
+from ..errors import DockerError, VMError
 from ..smoke import SmokeResult
 from . import modules as kmod
 from .cpio import CpioWriter, normalize, open_initramfs
@@ -34,40 +44,18 @@ _DIR = ".krs"  # everything the harness adds to the image's tree lives here (and
 _BEGIN, _END = "KRS-SMOKE-BEGIN", "KRS-SMOKE-END"
 # The init's own failures (no mount, no insmod): exit statuses no smoke class uses.
 _INIT_FAILURES = {96: "the image has no mount command", 97: "the image has no insmod (kmod or busybox)"}
+# Bump when the image part's layout changes: older cached parts are then not used.
+_IMAGE_PART_FORMAT = 1
+_KEEP_IMAGE_PARTS = 6  # the image parts kept in the cache (each is the image's size)
+_KEEP_KERNEL_PARTS = 24  # a few MiB each
 
-_INIT = """#!/bin/sh
-# PID 1 of the kernel smoke guest, in the image's root file system.
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PATH
-report() {
-    # The status port is a file on the host: the exit status travels there, not in
-    # console text. Closing the port drains it, so the number is out before poweroff.
-    for port in @STATUS@; do echo "$1" > "$port"; done
-    echo o > /proc/sysrq-trigger
-    sleep 10
-    exit "$1"  # no sysrq? PID 1 exiting panics the kernel, and panic=-1 + -no-reboot ends QEMU
-}
-command -v mount >/dev/null 2>&1 || { echo "KRS-INIT: no mount command in the image"; report 96; }
-mkdir -p /proc /sys /dev /run /tmp
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
-command -v insmod >/dev/null 2>&1 || { echo "KRS-INIT: no insmod in the image"; report 97; }
-for module in /@DIR@/modules/*.ko; do
-    [ -e "$module" ] || continue
-    # A failure here is not fatal (crc32c-intel needs SSE4.2, which TCG may lack); a
-    # module the check needs shows up as the smoke failure class instead.
-    insmod "$module" 2>/dev/null || echo "KRS-INIT: insmod ${module##*/} failed"
-done
-ip link set lo up 2>/dev/null || /sbin/ip link set lo up 2>/dev/null
-echo "@BEGIN@"
-/bin/sh /@DIR@/smoke.sh </dev/null 2>&1
-status=$?
-echo "@END@ $status"
-report "$status"
-"""
+
+@dataclass(frozen=True)
+class Prepared:
+    initrd: Path
+    plan: kmod.ModulePlan
+    image_part_cached: bool
+    seconds: float
 
 
 def run(
@@ -81,13 +69,13 @@ def run(
     cache: Cache | None = None,
     memory_mb: int = 1024,
     timeout: float = 180.0,
-    wanted_modules: tuple[str, ...] = kmod.SMOKE_MODULES,
-    compress: bool = False,
+    needs: tuple[kf.Need, ...] = kf.SMOKE,
 ) -> SmokeResult:
     """Boot ``kernel_files`` with ``image``'s root file system and run the smoke check.
 
     Returns the SmokeResult of a pass; raises SmokeError naming the failure class the
-    guest's exit status reports, or VMError when the guest itself could not run.
+    guest's exit status reports (KernelUnsupportedError, before booting, when the kernel's
+    config lacks what the check needs), or VMError when the guest itself could not run.
     """
     cache = cache or Cache(default_root())
     where = f"{kernel_files.describe()} under QEMU"
@@ -96,28 +84,18 @@ def run(
     try:
         with log.step("kernel smoke", f"{image} on {where}"):
             arch = ARCHES[kernel_files.arch]
-            index = kmod.ModuleIndex.load(kernel_files.modules_dir)
-            # The status port's drivers load first: a later module's failure still reports.
-            needed = index.resolve((*arch.status_modules, *wanted_modules))
-            rootfs = work / "rootfs.tar"
-            export_rootfs(engine, image, rootfs)
-            initrd = work / "initramfs.cpio"
-            build_initramfs(
-                rootfs,
-                initrd,
-                needed,
-                smoke.script(kube_router_version, ipvsadm_version, versions),
-                compress,
-                status_device=arch.status_device,
-            )
-            rootfs.unlink()
+            script = smoke.script(kube_router_version, ipvsadm_version, versions)
+            status_needs = tuple(kf.BY_MODULE[name] for name in arch.status_modules)
+            prepared = prepare(engine, image, kernel_files, script, cache, work, (*status_needs, *needs))
             log.info(
-                f"initramfs: {initrd.stat().st_size / 1048576:.0f} MiB, {len(needed)} modules "
-                f"({', '.join(m.name for m in needed)}); prepared in {time.monotonic() - start:.1f}s"
+                f"initramfs: {prepared.initrd.stat().st_size / 1048576:.0f} MiB "
+                f"(image part {'cached' if prepared.image_part_cached else 'built'}), "
+                f"{len(prepared.plan.modules)} modules ({', '.join(m.name for m in prepared.plan.modules)}); "
+                f"prepared in {prepared.seconds:.1f}s"
             )
             machine = Machine(
                 kernel=kernel_files.vmlinuz,
-                initrd=initrd,
+                initrd=prepared.initrd,
                 append=f"console={arch.console} panic=-1 quiet rdinit=/init mitigations=off",
                 memory_mb=memory_mb,
                 arch=arch.name,
@@ -132,9 +110,100 @@ def run(
             log.info(f"guest ran for {booted:.1f}s; smoke exit status {exit_code}")
             smoke.show(output)
             smoke.interpret(exit_code, output, where)
-            return SmokeResult(True, where, image, smoke.ipvs_table(output), output, time.monotonic() - start)
+            timings = {"prepare": round(prepared.seconds, 2), "boot_and_check": round(booted, 2)}
+            details: dict[str, Any] = {"kernel": kernel_files.record(), **prepared.plan.record(), "timings": timings}
+            return SmokeResult(True, where, image, smoke.ipvs_table(output), output, time.monotonic() - start, details)
     finally:
         remove_tree(work)
+
+
+def prepare(
+    engine: Engine,
+    image: str,
+    kernel_files: KernelFiles,
+    script: str,
+    cache: Cache,
+    work: Path,
+    needs: tuple[kf.Need, ...],
+) -> Prepared:
+    """The initramfs for this image on this kernel: the cached image part, then the
+    kernel part, end to end in ``work``."""
+    start = time.monotonic()
+    plan = kmod.plan(kernel_files, needs)  # before any work: a kernel that lacks something stops here
+    status_device = ARCHES[kernel_files.arch].status_device
+    kernel_part = _kernel_part(kernel_files, plan, script, status_device, cache)
+    image_part, cached = _image_part(engine, image, cache)
+    initrd = work / "initramfs.cpio"
+    with initrd.open("wb") as out:
+        for part in (image_part, kernel_part):
+            with part.open("rb") as handle:
+                shutil.copyfileobj(handle, out, 1 << 20)
+    return Prepared(initrd, plan, cached, time.monotonic() - start)
+
+
+def _image_part(engine: Engine, image: str, cache: Cache) -> tuple[Path, bool]:
+    details = engine.image(image)
+    if details is None:
+        raise DockerError(f"{image} is not on {engine.describe()}", "build or pull the image first")
+    image_id = str(details["Id"]).removeprefix("sha256:")
+    directory = cache.root / "initramfs"
+    target = directory / f"image-{image_id}-{_IMAGE_PART_FORMAT}.cpio"
+    with cache.lock(f"initramfs-image-{image_id}"):
+        if target.is_file():
+            target.touch()  # most recently used: kept when older parts are pruned
+            return target, True
+        work = cache.scratch("image-part-")
+        try:
+            rootfs = work / "rootfs.tar"
+            export_rootfs(engine, image, rootfs)
+            part = work / "image.cpio"
+            with open_initramfs(part) as writer:
+                add_tar(writer, rootfs, skip=_reserved)
+            directory.mkdir(parents=True, exist_ok=True)
+            part.replace(target)
+        finally:
+            remove_tree(work)
+    _prune(directory, "image-*.cpio", _KEEP_IMAGE_PARTS)
+    return target, False
+
+
+def _prune(directory: Path, pattern: str, keep: int) -> None:
+    """Keep the ``keep`` most recently used entries (another run may be reading an older
+    one: on Linux its open file stays readable after the unlink)."""
+    parts = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in parts[keep:]:
+        old.unlink(missing_ok=True)
+
+
+def _kernel_part(
+    kernel_files: KernelFiles, plan: kmod.ModulePlan, script: str, status_device: str, cache: Cache
+) -> Path:
+    init = _init_script(status_device)
+    inputs = {
+        "modules": [(str(m.path), m.path.stat().st_size, m.path.stat().st_mtime_ns) for m in plan.modules],
+        "kernel": str(kernel_files.modules_dir),
+        "init": init,
+        "script": script,
+    }
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+    target = cache.root / "initramfs" / f"kernel-{key}.cpio"
+    if target.is_file():
+        target.touch()
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_suffix(f".{time.monotonic_ns()}.part")
+    try:
+        with open_initramfs(part) as writer:
+            writer.directory("dev")
+            add_device_nodes(writer)
+            writer.file("init", init.encode(), mode=0o755)
+            writer.file(f"{_DIR}/smoke.sh", script.encode(), mode=0o755)
+            kmod.add_to_initramfs(writer, plan.modules, f"{_DIR}/modules")
+        part.replace(target)
+    finally:
+        part.unlink(missing_ok=True)
+    _prune(target.parent, "kernel-*.cpio", _KEEP_KERNEL_PARTS)
+    return target
 
 
 def _exit_status(guest: Guest) -> int:
@@ -175,29 +244,9 @@ def export_rootfs(engine: Engine, image: str, dest: Path) -> None:
     engine.export(image, dest)
 
 
-def build_initramfs(
-    rootfs: Path,
-    dest: Path,
-    modules: list[kmod.Module],
-    script: str,
-    compress: bool = False,
-    status_device: str = ARCHES["x86_64"].status_device,
-) -> None:
-    with open_initramfs(dest, compress=compress) as writer:
-        add_tar(writer, rootfs, skip=_reserved)
-        writer.directory("dev")
-        add_device_nodes(writer)
-        writer.file("init", _init_script(status_device).encode(), mode=0o755)
-        writer.file(f"{_DIR}/smoke.sh", script.encode(), mode=0o755)
-        kmod.add_to_initramfs(writer, modules, f"{_DIR}/modules")
-
-
 def _init_script(status_device: str) -> str:
-    return (
-        _INIT.replace("@DIR@", _DIR)
-        .replace("@BEGIN@", _BEGIN)
-        .replace("@END@", _END)
-        .replace("@STATUS@", status_device)
+    return guestscripts.render(
+        "kernelsmoke-init.sh", STATUS_PORTS=status_device, HARNESS=f"/{_DIR}", BEGIN=_BEGIN, END=_END
     )
 
 

@@ -17,6 +17,7 @@ import fnmatch
 import gzip
 import io
 import lzma
+import re
 import shutil
 import struct
 import subprocess
@@ -25,29 +26,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import VMError
+from .. import kernelfeatures as kf
+from .. import log, smoke
+from ..errors import KernelUnsupportedError, VMError
 from .cpio import CpioWriter
+from .kernel import KernelFiles
 
 SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
-# What the smoke check needs: IPVS with its schedulers, SCTP, conntrack/NAT, the ipset
-# types kube-router uses, veth for the dataplane. Dependencies are added by resolve().
-SMOKE_MODULES = (
-    "ip_vs",
-    "ip_vs_rr",
-    "ip_vs_sh",
-    "ip_vs_wrr",
-    "sctp",
-    "nf_conntrack",
-    "nf_nat",
-    "nfnetlink",
-    "ip_set",
-    "ip_set_hash_ip",
-    "ip_set_hash_ipport",
-    "ip_set_hash_ipportip",
-    "ip_set_hash_net",
-    "veth",
-)
+
+def builtin_names(modules_dir: Path) -> set[str]:
+    """Module names the kernel lists as built in: ``modules.builtin`` (paths) and
+    ``modules.builtin.modinfo`` (``name.key=value`` records), where present."""
+    names: set[str] = set()
+    listing = modules_dir / "modules.builtin"
+    if listing.is_file():
+        names |= {module_name(Path(line).name) for line in listing.read_text(errors="replace").split()}
+    records = modules_dir / "modules.builtin.modinfo"
+    if records.is_file():
+        for record in records.read_bytes().split(b"\0"):
+            name, dot, _ = record.partition(b".")
+            if dot and name:
+                names.add(module_name(name.decode(errors="replace")))
+    return names
 
 
 def module_name(filename: str) -> str:
@@ -85,10 +86,7 @@ class ModuleIndex:
     def load(cls, root: Path) -> ModuleIndex:
         if not root.is_dir():
             raise VMError(f"kernel modules directory {root} does not exist", "pass --modules /lib/modules/<version>")
-        builtin = set()
-        builtin_file = root / "modules.builtin"
-        if builtin_file.is_file():
-            builtin = {module_name(Path(line).name) for line in builtin_file.read_text().split()}
+        builtin = builtin_names(root)
         dep_file = root / "modules.dep"
         if dep_file.is_file():
             return cls._from_depmod(root, builtin)
@@ -147,7 +145,7 @@ class ModuleIndex:
             return [name]
         if name in self.builtin:
             return []
-        matches = [module for pattern, module in self._alias_table() if fnmatch.fnmatchcase(wanted, pattern)]
+        matches = [module for pattern, module in self._alias_table(wanted) if fnmatch.fnmatchcase(wanted, pattern)]
         return list(dict.fromkeys(m for m in matches if m in self.paths))
 
     def resolve(self, wanted: Iterable[str], optional: Iterable[str] = ()) -> list[Module]:
@@ -204,17 +202,30 @@ class ModuleIndex:
         self._deps[name] = [module_name(d) for v in info.get("depends", []) for d in v.split(",") if d]
         self._softdeps[name] = [dep for v in info.get("softdep", []) for dep in _pre_softdeps(v)]
 
-    def _alias_table(self) -> list[tuple[str, str]]:
-        if self._aliases is None:
-            # Only soft dependencies name aliases (crypto-crc32c); reading every module's
-            # .modinfo happens at most once per index, and only when one is asked for.
-            table: list[tuple[str, str]] = []
-            for name, path in self.paths.items():
-                section = _modinfo_section(path) if path.name.endswith(".ko") else module_bytes(path)
-                info = modinfo(section)
-                table.extend((alias, name) for alias in info.get("alias", []))
-            self._aliases = table
+    def _alias_table(self, wanted: str) -> list[tuple[str, str]]:
+        """(alias pattern, module) pairs that may provide ``wanted``. Only soft
+        dependencies name aliases (``crypto-crc32c``), and reading every module's
+        ``.modinfo`` means decompressing thousands of files: the modules whose file names
+        share a word with the alias are read first, and everything only when none of
+        them provides it. A soft dependency is optional, so a provider missed this way
+        costs nothing but the optimisation it would have brought."""
+        if self._aliases is not None:
+            return self._aliases
+        words = {w for w in re.split(r"[-_]", wanted) if len(w) > 2} - {"crypto", "alias"}
+        likely = [n for n in self.paths if any(w in n for w in words)]
+        table = self._read_aliases(likely)
+        if any(fnmatch.fnmatchcase(wanted, pattern) for pattern, _ in table):
+            return table
+        self._aliases = self._read_aliases(list(self.paths))
         return self._aliases
+
+    def _read_aliases(self, names: list[str]) -> list[tuple[str, str]]:
+        table: list[tuple[str, str]] = []
+        for name in names:
+            path = self.paths[name]
+            section = _modinfo_section(path) if path.name.endswith(".ko") else module_bytes(path)
+            table.extend((alias, name) for alias in modinfo(section).get("alias", []))
+        return table
 
 
 def _pre_softdeps(text: str) -> list[str]:
@@ -315,3 +326,50 @@ def add_to_initramfs(writer: CpioWriter, modules: list[Module], directory: str) 
         writer.file(path, module_bytes(module.path), mode=0o644)
         written.append("/" + path.lstrip("/"))
     return written
+
+
+# -- from what the kernel needs to what a guest loads ------------------------------------
+@dataclass(frozen=True)
+class ModulePlan:
+    """What a guest on one kernel loads (in order, dependencies included), and why."""
+
+    modules: list[Module]
+    verdicts: list[kf.Verdict]
+
+    def record(self) -> dict[str, list[str]]:
+        summary = kf.summary(self.verdicts)
+        return {
+            "options_built_in": summary["built_in"],
+            "modules_needed": summary["modules"],
+            "modules_loaded": [m.name for m in self.modules],
+            "absent_optional": summary["absent"],
+            "unknown": summary["unknown"],
+        }
+
+
+def plan(kernel: KernelFiles, needs: Iterable[kf.Need]) -> ModulePlan:
+    """Decide each need from the kernel's config, built-in lists and module files; raise
+    KernelUnsupportedError naming every required option the kernel lacks."""
+    index = ModuleIndex.load(kernel.modules_dir)
+    config = kf.KernelConfig.read(kernel.config) if kernel.config is not None else None
+    verdicts = kf.assess(needs, config, index.builtin, set(index.paths))
+    lacking = kf.lacking(verdicts)
+    if lacking:
+        options = "; ".join(v.evidence for v in lacking)
+        raise KernelUnsupportedError(
+            f"kernel {kernel.version} lacks what SCTP through IPVS needs: {options}",
+            "use a kernel built with " + ", ".join(f"{v.need.option}=y or m" for v in lacking),
+            smoke_class=smoke.KERNEL_LACKS,
+        )
+    broken = [v for v in verdicts if v.state == kf.NO_FILE and v.need.required]
+    if broken:
+        raise VMError(
+            f"{kernel.modules_dir} is incomplete: " + "; ".join(v.evidence for v in broken),
+            "pass the kernel's complete modules (linux-modules-<release> in Debian's split layout)",
+        )
+    for verdict in verdicts:
+        if verdict.state == kf.UNKNOWN:
+            log.info(f"{verdict.need.option}: no kernel config to tell; the guest will show")
+    wanted = [v.need.module for v in verdicts if v.state == kf.MODULE and v.need.module]
+    optional = [v.need.module for v in verdicts if v.state == kf.UNKNOWN and v.need.module]
+    return ModulePlan(index.resolve(wanted, optional), verdicts)

@@ -118,7 +118,8 @@ class Machine:
     initrd: Path | None = None
     memory_mb: int = 1024
     cpus: int = 1
-    disks: tuple[Path, ...] = ()
+    disks: tuple[Path, ...] = ()  # /dev/vda, /dev/vdb... in order, writable
+    readonly_disks: tuple[Path, ...] = ()  # after the writable ones
     network: bool = False
     forwards: dict[int, int] = field(default_factory=dict)
     accel: str = "tcg"
@@ -181,6 +182,8 @@ class Guest:
             # cache=unsafe: every disk is disposable (a copy or an overlay), so host flushes buy nothing.
             fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
             command += ["-drive", f"file={disk},format={fmt},if=virtio,cache=unsafe,discard=unmap"]
+        for disk in m.readonly_disks:
+            command += ["-drive", f"file={disk},format=raw,if=virtio,readonly=on"]
         if m.network or m.forwards:
             rules = "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in m.forwards.items())
             command += ["-netdev", f"user,id=n0{rules}", "-device", "virtio-net-pci,netdev=n0"]

@@ -1,0 +1,235 @@
+"""Kernels from Debian packages of either layout, with plain, xz and zstd modules; what
+the kernel has, read from its own config; and Debian's signed indices resolving a suite
+or a version to the packages that hold a kernel. Every package, index and signature here
+is made by the test (tests/support/debs.py); nothing is downloaded."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+from kube_router_sctp import kernelfeatures as kf
+from kube_router_sctp.cache import Cache
+from kube_router_sctp.download import Downloader
+from kube_router_sctp.errors import KernelUnsupportedError, UnsafeSourceError, VerificationError, VMError
+from kube_router_sctp.vm import cpio, debian, kernel
+from kube_router_sctp.vm import modules as kmod
+from tests.support import debs, env
+
+
+def needs_tool(name: str) -> None:
+    env.require_binary(name, {"gpg": "gpg", "gpgv": "gpgv", "zstd": "zstd"}[name])
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Cache:
+    return Cache(tmp_path / "cache")
+
+
+def loaded(found: kernel.KernelFiles) -> list[str]:
+    return [m.name for m in kmod.plan(found, kf.SMOKE).modules]
+
+
+# -- layouts ----------------------------------------------------------------------------
+def test_a_classic_package_boots_with_its_own_config(tmp_path: Path, cache: Cache) -> None:
+    built = debs.classic(tmp_path)
+    found = kernel.resolve(built.debs[0], None, cache)
+    assert (found.version, found.arch) == (built.release, "x86_64")
+    assert found.config is not None and found.config.name == f"config-{built.release}"
+    assert [p.name for p in found.packages] == [f"linux-image-{built.release}"]
+    order = loaded(found)
+    assert order.index("nf_defrag_ipv4") < order.index("nf_conntrack") < order.index("ip_vs") < order.index("ip_vs_rr")
+    assert "nfnetlink" not in order  # CONFIG_NETFILTER_NETLINK=y: built in, nothing to load
+    assert kernel.resolve(built.debs[0], None, cache) == found  # unpacked once, reused
+    assert not list((cache.root / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("suffix", [".ko.xz", ".ko.zst"])
+def test_the_split_layout_is_found_from_its_image_package(tmp_path: Path, cache: Cache, suffix: str) -> None:
+    if suffix == ".ko.zst":
+        needs_tool("zstd")
+    built = debs.split(tmp_path, suffix=suffix)
+    found = kernel.resolve(built.debs[0], None, cache)
+    assert found.version == built.release
+    assert found.vmlinuz.name == "vmlinuz" and found.vmlinuz.parent.name == built.release
+    assert found.config == found.modules_dir / "config"
+    assert {p.name for p in found.packages} == {
+        f"linux-{k}-{built.release}" for k in ("image", "binary", "modules", "base")
+    }
+    plan = kmod.plan(found, kf.SMOKE)
+    # nfnetlink: =y in the config, in neither modules.builtin nor modules.builtin.modinfo.
+    verdict = next(v for v in plan.verdicts if v.need.option == "CONFIG_NETFILTER_NETLINK")
+    assert (verdict.state, verdict.evidence) == (kf.BUILT_IN, "CONFIG_NETFILTER_NETLINK=y")
+    buffer = io.BytesIO()
+    with cpio.CpioWriter(buffer) as writer:
+        paths = kmod.add_to_initramfs(writer, plan.modules, ".krs/modules")
+    entries = {e.name: e for e in cpio.read_entries(io.BytesIO(buffer.getvalue()))}
+    assert all(entries[p.lstrip("/")].data[:4] == b"\x7fELF" for p in paths)  # decompressed on the host
+
+
+def test_a_directory_of_packages_or_an_unpacked_tree_is_a_kernel(tmp_path: Path, cache: Cache) -> None:
+    built = debs.split(tmp_path / "debs")
+    from_debs = kernel.resolve(tmp_path / "debs", None, cache)
+    assert from_debs.version == built.release and len(from_debs.packages) == 4
+    unpacked = kernel.resolve(from_debs.modules_dir.parents[2], None, cache)  # the tree's root
+    assert (unpacked.version, unpacked.vmlinuz) == (built.release, from_debs.vmlinuz)
+    assert kernel.resolve(from_debs.modules_dir, None, cache).version == built.release  # modules/<release>
+
+
+def test_a_split_image_package_alone_says_what_is_missing(tmp_path: Path, cache: Cache) -> None:
+    built = debs.split(tmp_path)
+    for sibling in built.debs[1:]:
+        sibling.unlink()
+    with pytest.raises(VMError, match=re.escape(f"linux-binary-{built.release}") + ".* not beside it") as caught:
+        kernel.from_deb(built.debs[0], cache, archive=None)
+    assert "apt-get download" in caught.value.hint
+
+
+# -- what the kernel has ----------------------------------------------------------------
+def test_a_kernel_without_ipvs_sctp_is_a_kernel_verdict(tmp_path: Path, cache: Cache) -> None:
+    found = kernel.resolve(debs.classic(tmp_path, IP_VS_PROTO_SCTP=None).debs[0], None, cache)
+    with pytest.raises(KernelUnsupportedError, match="CONFIG_IP_VS_PROTO_SCTP is not set") as caught:
+        kmod.plan(found, kf.SMOKE)
+    assert caught.value.exit_code == 14 and caught.value.smoke_class == 17
+    assert "CONFIG_IP_VS_PROTO_SCTP=y or m" in caught.value.hint
+
+
+def test_a_module_the_config_promises_but_the_package_lacks_is_an_incomplete_package(
+    tmp_path: Path, cache: Cache
+) -> None:
+    found = kernel.resolve(debs.classic(tmp_path, VETH="m", IP_SET_HASH_NET="m").debs[0], None, cache)
+    plan = kmod.plan(found, kf.SMOKE)  # optional ones: noted, not fatal
+    assert {v.need.option for v in plan.verdicts if v.state == kf.NO_FILE} == {"CONFIG_VETH", "CONFIG_IP_SET_HASH_NET"}
+    found = kernel.resolve(debs.classic(tmp_path / "x", IP_SET="y", IP_SET_HASH_IPPORT="m").debs[0], None, cache)
+    (found.modules_dir / "kernel/net/netfilter/ipset/ip_set_hash_ipport.ko").unlink()
+    with pytest.raises(VMError, match="incomplete: CONFIG_IP_SET_HASH_IPPORT=m but no ip_set_hash_ipport"):
+        kmod.plan(found, kf.SMOKE)
+
+
+def test_without_a_config_the_files_decide_and_the_rest_is_left_to_the_guest() -> None:
+    verdicts = kf.assess(kf.SMOKE, None, {"nf_defrag_ipv6"}, {"ip_vs", "sctp"})
+    states = {v.need.option: v.state for v in verdicts}
+    assert states["CONFIG_IP_VS"] == kf.MODULE
+    assert states["CONFIG_IP_VS_PROTO_SCTP"] == kf.UNKNOWN
+    assert kf.lacking(verdicts) == []
+    # An option a later kernel renamed must not condemn a kernel that carries the module.
+    config = kf.KernelConfig.parse("# CONFIG_IP_SCTP is not set\n", "config")
+    assert kf.assess([kf.BY_MODULE["sctp"]], config, set(), {"sctp"})[0].state == kf.MODULE
+
+
+# -- hostile packages -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"dev/evil": ("device",)}, "is a device or FIFO"),
+        ({"../escape": b"x"}, "contains '..'"),
+        ({"lib/modules/6.1.0-1-amd64/build": ("symlink", "/usr/src/linux-headers")}, "symlink leaving the tree"),
+    ],
+)
+def test_a_hostile_package_is_refused_and_nothing_is_left(tmp_path: Path, cache: Cache, files, message) -> None:
+    bad = debs.deb(tmp_path / "linux-image-6.1.0-1-amd64_1_amd64.deb", "linux-image-6.1.0-1-amd64", "1", files)
+    with pytest.raises(UnsafeSourceError, match=message):
+        kernel.resolve(bad, None, cache)
+    assert not (tmp_path / "escape").exists()
+    assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
+
+
+def test_a_file_that_is_not_a_deb_is_refused(tmp_path: Path, cache: Cache) -> None:
+    bogus = tmp_path / "x.deb"
+    bogus.write_bytes(b"hello")
+    with pytest.raises(VMError, match="not a Debian package"):
+        kernel.resolve(bogus, None, cache)
+
+
+# -- Debian's signed indices ------------------------------------------------------------
+@pytest.fixture
+def mirror(tmp_path: Path) -> tuple[str, Path, Path, debs.KernelDebs]:
+    """A mirror (file://) with a split 7.x kernel in suite 'testsuite', signed by a test key."""
+    needs_tool("gpg")
+    needs_tool("gpgv")
+    root = tmp_path / "mirror"
+    pool = root / "pool" / "main" / "l" / "linux"
+    pool.mkdir(parents=True)
+    built = debs.split(pool)
+    meta = debs.deb(
+        pool / "linux-image-amd64_7.2.99-1_amd64.deb",
+        "linux-image-amd64",
+        "7.2.99-1",
+        {"usr/share/doc/linux-image-amd64/README": b"meta\n"},
+        depends=f"linux-image-{built.release} (= 7.2.99-1)",
+    )
+    kmod_deb = debs.deb(pool / "kmod_30-1_amd64.deb", "kmod", "30-1", {"usr/bin/kmod": b"x"})
+    home = tmp_path / "gnupg"
+    keyring = debs.gpg_key(home)
+    paragraphs = [debs.packages_paragraph(p, root) for p in (meta, *built.debs)]
+    paragraphs.append(debs.packages_paragraph(kmod_deb, root, source="kmod"))
+    debs.archive(root, home, "testsuite", paragraphs)
+    return f"file://{root}", keyring, home, built
+
+
+def test_a_suite_resolves_through_depends_to_the_kernel_packages(
+    mirror: tuple[str, Path, Path, debs.KernelDebs], cache: Cache, tmp_path: Path
+) -> None:
+    url, keyring, _, built = mirror
+    archive = debian.Archive(url, cache, Downloader(cache), keyring=keyring, apt_dir=tmp_path / "no-apt")
+    resolved = archive.resolve("debian:testsuite", "x86_64")
+    names = [p.name for p in resolved.packages]
+    assert names[0] == "linux-image-amd64" and "kmod" not in names  # only the kernel's own packages
+    assert set(names[1:]) == {f"linux-{k}-{built.release}" for k in ("image", "binary", "modules", "base")}
+    assert resolved.release == built.release
+    found = kernel.from_debs(archive.download(resolved), cache, origin="debian:testsuite", suite="testsuite")
+    assert found.record()["packages"][0]["sha256"]
+    # By version, and as the host's own suite (apt sources name it).
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list.d" / "debian.sources").write_text(f"Types: deb\nURIs: {url}\nSuites: testsuite\n")
+    archive = debian.Archive(None, cache, Downloader(cache), keyring=keyring, apt_dir=apt)
+    assert archive.resolve("debian:7.2.99", "x86_64").release == built.release
+    assert archive.resolve("debian", "x86_64").suite == "testsuite"
+
+
+def test_a_tampered_index_or_package_is_refused(
+    mirror: tuple[str, Path, Path, debs.KernelDebs], cache: Cache, tmp_path: Path
+) -> None:
+    url, keyring, home, built = mirror
+    root = Path(url.removeprefix("file://"))
+    inrelease = root / "dists" / "testsuite" / "InRelease"
+    signed = inrelease.read_text()
+    inrelease.write_text(signed.replace("Components: main", "Components: main contrib"))
+    archive = debian.Archive(url, cache, Downloader(cache, attempts=1), keyring=keyring, apt_dir=tmp_path)
+    with pytest.raises(VerificationError, match="no valid signature"):
+        archive.resolve("debian:testsuite", "x86_64")
+    inrelease.write_text(signed)
+    # A package whose bytes differ from the index's SHA256.
+    built.debs[2].write_bytes(built.debs[2].read_bytes() + b"x")
+    archive = debian.Archive(url, cache, Downloader(cache, attempts=1), keyring=keyring, apt_dir=tmp_path)
+    with pytest.raises(VerificationError, match="checksum mismatch"):
+        archive.download(archive.resolve("debian:testsuite", "x86_64"))
+    # An index signed for another suite, served under this name.
+    debs.archive(root, home, "testsuite", ["Package: x\nVersion: 1\nArchitecture: amd64"], codename="other")
+    (root / "dists" / "testsuite" / "InRelease").write_text(
+        (root / "dists" / "testsuite" / "InRelease").read_text().replace("Suite: testsuite", "Suite: elsewhere")
+    )
+    with pytest.raises(VerificationError):
+        debian.Archive(url, Cache(tmp_path / "c2"), keyring=keyring, apt_dir=tmp_path).release("testsuite")
+
+
+def test_a_foreign_key_is_refused(
+    mirror: tuple[str, Path, Path, debs.KernelDebs], cache: Cache, tmp_path: Path
+) -> None:
+    url, _, _, _ = mirror
+    other = debs.gpg_key(tmp_path / "other-gnupg")
+    with pytest.raises(VerificationError, match="no valid signature"):
+        debian.Archive(url, cache, keyring=other, apt_dir=tmp_path).release("testsuite")
+
+
+def test_specs_are_parsed_strictly() -> None:
+    assert debian.parse_spec("debian") == ("host", "")
+    assert debian.parse_spec("debian:bookworm-backports") == ("suite", "bookworm-backports")
+    assert debian.parse_spec("debian:6.12.57+deb13-amd64") == ("version", "6.12.57+deb13-amd64")
+    assert debian.parse_spec("/boot/vmlinuz") is None
+    with pytest.raises(VMError, match="neither a Debian suite nor a kernel version"):
+        debian.parse_spec("debian:../../etc")
