@@ -204,8 +204,7 @@ class SmokeStage:
             )
             run.timings["smoke"] = time.monotonic() - mark
         except (SmokeError, VMError, ConfigError) as exc:
-            run.error = exc
-            log.error(f"{spec}: {exc.one_line()}")
+            run.error = exc  # said once: in the table and the summary error (several kernels) or as is
         run.timings["total"] = time.monotonic() - start
         return run
 
