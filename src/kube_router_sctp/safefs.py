@@ -39,6 +39,10 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_DIRS = 64  # directory descriptors kept open (trees are written mostly in order)
 MAX_LINK_HOPS = 40  # as the kernel's limit on symlinks followed in one lookup
+# Directories a member may nest in: kube-router's deepest vendored file is ~15 down. Deeper
+# trees are refused by name, so that nothing that walks a tree (os.fwalk, rmtree, the tree
+# digest) meets one deep enough to end in a RecursionError.
+MAX_DEPTH = 128
 CHUNK = 1 << 20
 
 
@@ -104,20 +108,33 @@ class Beneath:
             raise self.refuse(rel, "contains '..'")
         if not parts:
             raise self.refuse(rel, "names the tree's root")
+        if len(parts) > MAX_DEPTH:
+            raise self.refuse(rel[:60] + "…", f"nests more than {MAX_DEPTH} directories (a hostile tree)")
         return parts
 
     # -- directories ---------------------------------------------------------------------
     def _dir(self, rel: str, parts: tuple[str, ...], create: bool) -> int | None:
         """A descriptor of directory ``parts`` (no component a symlink); None when absent
-        and not ``create``. Descriptors are cached; the caller must not close them."""
-        if not parts:
-            return self._root_fd
-        if parts in self._dirs:
-            self._dirs.move_to_end(parts)
-            return self._dirs[parts]
-        parent = self._dir(rel, parts[:-1], create)
-        if parent is None:
-            return None
+        and not ``create``. Descriptors are cached; the caller must not close them. Walks
+        down from the deepest cached ancestor in a loop (no recursion, whatever the depth)."""
+        if len(parts) > MAX_DEPTH:
+            raise self.refuse(rel[:60] + "…", f"nests more than {MAX_DEPTH} directories (a hostile tree)")
+        cached = len(parts)
+        while cached and parts[:cached] not in self._dirs:
+            cached -= 1
+        fd = self._root_fd
+        if cached:
+            self._dirs.move_to_end(parts[:cached])
+            fd = self._dirs[parts[:cached]]
+        for depth in range(cached + 1, len(parts) + 1):
+            opened = self._open_dir(rel, parts[:depth], fd, create)
+            if opened is None:
+                return None
+            fd = opened
+        return fd
+
+    def _open_dir(self, rel: str, parts: tuple[str, ...], parent: int, create: bool) -> int | None:
+        """Open (or make) the last component of ``parts`` below ``parent`` and cache it."""
         name = parts[-1]
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
@@ -133,21 +150,29 @@ class Beneath:
             try:
                 fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
             except OSError as exc:
-                raise self._component_refusal(rel, parts, exc) from exc
+                raise self._component_refusal(rel, parts, exc, parent) from exc
         except OSError as exc:
-            raise self._component_refusal(rel, parts, exc) from exc
+            raise self._component_refusal(rel, parts, exc, parent) from exc
         self._dirs[parts] = fd
-        if len(self._dirs) > _OPEN_DIRS:
-            _, oldest = self._dirs.popitem(last=False)
+        self._dirs.move_to_end(parts)
+        while len(self._dirs) > _OPEN_DIRS:
+            oldest_parts, oldest = next(iter(self._dirs.items()))
+            if oldest == parent:  # still needed by the caller's walk down: keep it
+                self._dirs.move_to_end(oldest_parts)
+                continue
+            del self._dirs[oldest_parts]
             os.close(oldest)
         return fd
 
-    def _component_refusal(self, rel: str, parts: tuple[str, ...], exc: OSError) -> Exception:
+    def _component_refusal(
+        self, rel: str, parts: tuple[str, ...], exc: OSError, parent: int | None = None
+    ) -> Exception:
         """Why the component ``parts`` could not be opened as a directory."""
         where = "/".join(parts)
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             # O_NOFOLLOW | O_DIRECTORY answers ENOTDIR for a symlink to a directory.
-            parent = self._root_fd if len(parts) == 1 else self._dirs.get(parts[:-1])
+            if parent is None:
+                parent = self._root_fd if len(parts) == 1 else self._dirs.get(parts[:-1])
             info = None if parent is None else _lstat(parts[-1], parent)
             if exc.errno == errno.ELOOP or (info is not None and stat.S_ISLNK(info.st_mode)):
                 return self.refuse(rel, f"passes through the symlink {where!r}")

@@ -234,3 +234,20 @@ def test_descriptors_do_not_leak(tmp_path: Path) -> None:
                 tree.write(f"d{i}/e/f", b"x")
         subprocess.run(["rm", "-rf", str(tmp_path / "t")], check=True)
     assert len(list(Path("/proc/self/fd").iterdir())) == before
+
+
+def test_a_member_nested_too_deep_is_refused_in_one_line(tmp_path: Path, dest: Path) -> None:
+    # 1,500 one-letter directories fit in PATH_MAX; walking them recursively (opening each
+    # parent, os.fwalk, rmtree) must not end in a RecursionError traceback.
+    deep = "a/" * 1500 + "f"
+    with Beneath(dest, "test tree", create=True) as tree:
+        with pytest.raises(UnsafeSourceError, match=f"nests more than {safefs.MAX_DEPTH} directories"):
+            tree.write(deep, b"x")
+        with pytest.raises(UnsafeSourceError, match="nests more than"):
+            tree.symlink(deep, "x")
+        with pytest.raises(UnsafeSourceError, match="nests more than"):
+            tree.mkdir(deep)
+        # as deep as allowed still works, without recursion
+        tree.write("b/" * (safefs.MAX_DEPTH - 1) + "f", b"x")
+        tree.check_links()
+    nothing_outside(tmp_path)
