@@ -16,6 +16,7 @@ resolved once more before it is used.
 
 from __future__ import annotations
 
+import contextlib
 import lzma
 import posixpath
 import tarfile
@@ -26,14 +27,14 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from .errors import UnsafeSourceError
-from .safefs import Beneath, scratch_tree
+from .safefs import Beneath, Readable, scratch_tree
 
 MAX_MEMBERS = 200_000
 MAX_BYTES = 4 << 30
 HINT = "use the archive as published; this one is damaged or hostile"
 # What a damaged archive raises while it is read: tarfile's own errors, a compressed
 # stream that ends early (EOFError) or is corrupt (zlib, lzma; gzip and bz2 raise OSError).
-_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
+READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,7 @@ def _refuse(label: str, member: str, why: str) -> UnsafeSourceError:
 
 def _damaged(label: str, exc: BaseException) -> UnsafeSourceError:
     cause = exc.__cause__ if isinstance(exc, _Damaged) and exc.__cause__ else exc
-    return UnsafeSourceError(
-        f"{label} is damaged or truncated ({type(cause).__name__}: {cause})",
-        "download it again; if it stays so, the file is not the one published",
-    )
+    return damaged(label, f"{type(cause).__name__}: {cause}")
 
 
 def link_stays_inside(link_path: str, target: str) -> bool:
@@ -83,7 +81,7 @@ class _Reader:
     def read(self, size: int = -1) -> bytes:
         try:
             return self.handle.read(size)
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise _Damaged(str(exc)) from exc
 
 
@@ -135,7 +133,7 @@ def _write(tree: Beneath, tar: tarfile.TarFile, member: tarfile.TarInfo, rel: st
     else:
         try:
             handle = tar.extractfile(member)
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise _Damaged(str(exc)) from exc
         if handle is None:
             raise tree.refuse(member.name, "has no data")
@@ -156,7 +154,7 @@ def extract(archive: Path, dest: Path) -> Extracted:
         with tar, scratch_tree(dest, label, HINT) as tree:
             try:
                 members = tar.getmembers()
-            except _READ_ERRORS as exc:
+            except READ_ERRORS as exc:
                 raise _Damaged(str(exc)) from exc
             if len(members) > MAX_MEMBERS:
                 raise _refuse(label, members[MAX_MEMBERS].name, "exceeds the member limit")
@@ -204,11 +202,35 @@ def extract_tar(tar: tarfile.TarFile, dest: Path, label: str) -> int:
     return count
 
 
+@contextlib.contextmanager
+def open_stream(handle: Readable, label: str, mode: str = "r|*") -> Iterator[tarfile.TarFile]:
+    """A tar stream (``r|*``: any compression) read from ``handle``: a stream that is not
+    a tar archive in the compression it claims, or that ends early, is a damaged archive
+    (one line, UnsafeSourceError), wherever tarfile or the decompressor notices it."""
+    try:
+        tar = tarfile.open(fileobj=handle, mode=mode)  # type: ignore[call-overload]  # noqa: SIM115
+    except READ_ERRORS as exc:
+        raise _damaged(label, exc) from exc
+    try:
+        with tar:
+            yield tar
+    except READ_ERRORS as exc:  # closing reads the rest of a compressed stream
+        raise _damaged(label, exc) from exc
+
+
+def damaged(label: str, why: str) -> UnsafeSourceError:
+    """A damaged archive noticed outside tarfile (a decompressing tool that failed)."""
+    return UnsafeSourceError(
+        f"{label} is damaged or truncated ({why})",
+        "download it again; if it stays so, the file is not the one published",
+    )
+
+
 def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
     while True:
         try:
             member = tar.next()
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise _Damaged(str(exc)) from exc
         if member is None:
             return

@@ -137,6 +137,50 @@ def test_a_hostile_package_is_refused_and_nothing_is_left(tmp_path: Path, cache:
     assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
 
 
+@pytest.mark.parametrize("compression", [".xz", ".gz", "", ".zst"])
+@pytest.mark.parametrize("cut", ["garbage", "half"])
+def test_a_damaged_data_member_is_one_line_not_a_traceback(
+    tmp_path: Path, cache: Cache, compression: str, cut: str
+) -> None:
+    # A data.tar* that is not the compression its name says, or stops half-way, is a
+    # damaged package (UnsafeSourceError, exit 11) before anything is kept; never tarfile's
+    # ReadError or lzma's error as a traceback.
+    if compression == ".zst":
+        needs_tool("zstd")
+    good = debs.deb(tmp_path / "good.deb", "linux-image-6.1.0-1-amd64", "1", {"boot/x": b"x" * 20000}, "", compression)
+    raw = good.read_bytes()
+    start = raw.index(b"data.tar")
+    size = int(raw[start + 48 : start + 58])
+    body = raw[start + 60 : start + 60 + size]
+    damaged = b"not a tar nor its compression" if cut == "garbage" else body[: len(body) // 2]
+    bad = tmp_path / "linux-image-6.1.0-1-amd64_1_amd64.deb"
+    header = f"{'data.tar' + compression:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(damaged):<10}`\n".encode()
+    bad.write_bytes(raw[:start] + header + damaged + (b"\n" if len(damaged) % 2 else b""))
+    with pytest.raises(UnsafeSourceError, match="is damaged or truncated"):
+        kernel.resolve(bad, None, cache)
+    assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
+
+
+def test_a_control_member_failing_its_crc_is_one_line(tmp_path: Path, cache: Cache) -> None:
+    # gzip's CRC failure is an OSError (BadGzipFile): it must not pass for a disk problem
+    # (nor for a damaged data member: the control member is read first).
+    import gzip
+
+    control = debs.tar_bytes({"control": b"Package: linux-image-x\nVersion: 1\nX: " + bytes(range(256)) * 400}, "")
+    packed = bytearray(gzip.compress(control, mtime=0))
+    for at in range(200, len(packed) - 100, 55):
+        packed[at] ^= 0x55  # damaged deflate data: zlib reads on, the CRC check fails
+    members = [("debian-binary", b"2.0\n"), ("control.tar.gz", bytes(packed)), ("data.tar", b"")]
+    out = bytearray(b"!<arch>\n")
+    for name, content in members:
+        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(content):<10}`\n".encode()
+        out += content + (b"\n" if len(content) % 2 else b"")
+    bad = tmp_path / "linux-image-x_1_amd64.deb"
+    bad.write_bytes(bytes(out))
+    with pytest.raises(VMError, match="has no readable control file"):
+        kernel.resolve(bad, None, cache)
+
+
 def test_a_file_that_is_not_a_deb_is_refused(tmp_path: Path, cache: Cache) -> None:
     bogus = tmp_path / "x.deb"
     bogus.write_bytes(b"hello")

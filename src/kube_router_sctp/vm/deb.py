@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tarfile
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from debian.arfile import ArError, ArMember
 from debian.debfile import DebError, DebFile
 
-from ..archive import extract_tar
-from ..errors import VMError
+from ..archive import READ_ERRORS, damaged, extract_tar, open_stream
+from ..errors import UnsafeSourceError, VMError
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ def control(deb: Path) -> Control:
     package = _open(deb)
     try:
         fields = package.debcontrol()
-    except (ArError, DebError, tarfile.TarError, KeyError, ValueError) as exc:
+    except (ArError, DebError, KeyError, ValueError, *READ_ERRORS) as exc:
+        # READ_ERRORS: a control member that is corrupt or cut short (CRC, xz, EOF)
         raise VMError(f"{deb} has no readable control file ({exc})", "download the package again") from exc
     finally:
         package.close()
@@ -66,7 +68,7 @@ def unpack(deb: Path, dest: Path) -> int:
         member = package.getmember(name)
         if str(name).endswith(".zst"):
             return _unpack_zstd(deb, member, dest)
-        with tarfile.open(fileobj=member, mode="r|*") as archive:  # type: ignore[call-overload]
+        with open_stream(member, deb.name) as archive:
             return extract_tar(archive, dest, deb.name)
     except (ArError, DebError, StopIteration) as exc:
         raise VMError(f"{deb.name} is damaged ({exc})", "download the package again") from exc
@@ -78,7 +80,12 @@ def _unpack_zstd(deb: Path, member: ArMember, dest: Path) -> int:
     tool = shutil.which("unzstd")
     if tool is None:
         raise VMError(f"{deb.name}'s data is zstd-compressed and unzstd is missing", "apt-get install zstd")
-    with subprocess.Popen([tool, "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+    # The tool's complaints go to a file, not the terminal: they are hostile input's
+    # echo, and the refusal below says what failed in one line.
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen([tool, "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors) as proc,
+    ):
         assert proc.stdin is not None and proc.stdout is not None
         stdin = proc.stdin
 
@@ -94,11 +101,23 @@ def _unpack_zstd(deb: Path, member: ArMember, dest: Path) -> int:
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
         try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+            with open_stream(proc.stdout, deb.name, "r|") as archive:
                 count = extract_tar(archive, dest, deb.name)
+        except UnsafeSourceError:
+            proc.wait()
+            if proc.returncode:  # the tool's verdict is the cause, not the tar it cut short
+                raise damaged(deb.name, _last_line(errors, proc.returncode)) from None
+            raise
         finally:
             proc.stdout.close()
             feeder.join(timeout=60)
-    if proc.returncode not in (0, None):
-        raise VMError(f"unzstd could not decompress {deb.name} (exit {proc.returncode})", "download it again")
+        proc.wait()
+        if proc.returncode:
+            raise damaged(deb.name, _last_line(errors, proc.returncode))
     return count
+
+
+def _last_line(errors: IO[bytes], code: int) -> str:
+    errors.seek(0)
+    lines = errors.read(4096).decode(errors="replace").strip().splitlines()
+    return f"unzstd exit {code}: {lines[-1].strip()}" if lines else f"unzstd exit {code}"
