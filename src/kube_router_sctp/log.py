@@ -53,9 +53,14 @@ _ESCAPE_RE = re.compile(
     r"|\x1b[ -/]*[0-~]"
     r"|\x9b[0-?]*[ -/]*[@-~]"
 )
-# What is left and still controls a terminal: C0 (but tab and newline), DEL, C1, and the
-# bidirectional overrides that reorder what a reader sees.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Characters no input may bring to a terminal, a log or a rendered file as they are: C0
+# (tab and newline are allowed where lines are printed, never in a value), DEL, C1, and the
+# invisible ones that change what a reader sees: bidirectional marks, embeddings,
+# overrides and isolates (U+061C, U+200E/F, U+202A-E, U+2066-9), Unicode line and
+# paragraph separators (line breaks to some parsers), zero-width characters and the BOM.
+INVISIBLE = "\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
+UNPRINTABLE = f"\x00-\x1f\x7f-\x9f{INVISIBLE}"  # the body of a character class
+_CONTROL_RE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{INVISIBLE}]")
 
 
 def clean(text: str) -> str:

@@ -18,14 +18,18 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 MASK = "***"
+# User-info is whatever urlsplit takes for it: everything before the last '@' of the
+# authority. Only '/', '?', '#' and ASCII white space end it here (a URL is one word in a
+# line); quotes, '<', '>' and Unicode spaces such as U+00A0 are valid in a password and
+# must not end the match early and leave the rest of the password in the clear.
 _USERINFO_RE = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@\s'\"<>]+(?:@[^/?#@\s'\"<>]+)*)@"
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@ \t\r\n\f\v]+(?:@[^/?#@ \t\r\n\f\v]+)*)@"
 )
-_QUERY_KEYS = (
-    r"access[_-]?token|auth|auth[_-]?token|token|key|api[_-]?key|apikey|password|passwd|pass|secret|"
-    r"client[_-]?secret|sig|signature|x-amz-signature|x-amz-credential|x-goog-signature|private[_-]?token"
-)
-_QUERY_RE = re.compile(rf"(?i)(?P<key>[?&;](?:{_QUERY_KEYS})=)[^&#\s'\"<>]+")
+_AUTHORITY_USERINFO_RE = re.compile(r"(?P<scheme>://)[^/?#]*@")
+# A query (or fragment) parameter is secret when its name merely *contains* one of these:
+# X-Amz-Security-Token, oauth_token, sessionid, pwd, apiKey, client_secret, sig...
+_QUERY_KEYS = r"[\w.~-]*?(?:token|secret|pass|pwd|sig|key|auth|cred|session|jwt|bearer)[\w.~-]*"
+_QUERY_RE = re.compile(rf"(?i)(?P<key>[?&;#](?:{_QUERY_KEYS})=)[^&#\s'\"<>]+")
 _HEADER_RE = re.compile(r"(?i)(authorization|password|token|auth)(\"?\s*[=:]\s*\"?(?:basic |bearer )?)[^\s\"',}&]+")
 _SECRET_QUERY_KEY_RE = re.compile(rf"(?i)^(?:{_QUERY_KEYS})$")
 MIN_SECRET = 4  # shorter registered values would mask ordinary words
@@ -61,19 +65,41 @@ def register_url(url: str) -> None:
             register(value)
 
 
+def _words(text: str) -> list[str]:
+    """The URLs of a GOPROXY-style list or a line: split on ASCII white space, ',' and '|'
+    only. str.split() would also split at U+00A0 and the like, which urlsplit keeps inside
+    a password, and so would register half a password and hide the other half nowhere."""
+    return [word for word in re.split(r"[ \t\r\n\f\v,|]+", text) if word]
+
+
 def register_values(value: Any) -> None:
     """Register the credentials of every URL found in a configuration value (strings,
     mappings, sequences and dataclasses, walked recursively)."""
     for text in _strings(value):
         if "://" in text or "@" in text:
-            for word in text.replace(",", " ").replace("|", " ").split():
+            for word in _words(text):
                 if "://" in word:
                     register_url(word)
 
 
 def has_credentials(url: str) -> bool:
-    """Whether a URL (or a GOPROXY-style list of them) carries user-info or a secret query."""
+    """Whether a URL (or a GOPROXY-style list of them) carries user-info or a secret query,
+    as urlsplit (and so every client) reads it, not only as the patterns spell it."""
+    for word in _words(url):
+        try:
+            netloc = urlsplit(word).netloc
+        except ValueError:
+            return True  # not even a URL: never rendered as one
+        if "@" in netloc:
+            return True
     return bool(_USERINFO_RE.search(url) or _QUERY_RE.search(url))
+
+
+def value(text: str) -> str:
+    """One value (a URL, a path) as an error may show it: each URL's user-info masked up to
+    its authority's last '@', however it is spelled (a URL refused for a space or a quote
+    in its password must not print that password), then redacted."""
+    return redact(_AUTHORITY_USERINFO_RE.sub(rf"\g<scheme>{MASK}@", text))
 
 
 def redact(text: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import jinja2
 
-from . import validate
+from . import log, validate
 from .errors import ConfigError
 from .paths import images_dir, project_dir
 from .plan import Plan
@@ -54,7 +54,7 @@ def _check_values(value: Any, where: str = "template context") -> None:
     Dockerfile, so that no value can end an instruction and start one of its own.
     """
     if isinstance(value, str):
-        if re.search(r"[\x00-\x1f\x7f]", value):
+        if re.search(f"[{log.UNPRINTABLE}]", value):
             raise ConfigError(
                 f"refusing to render {where} = {value!r}: it contains a control character", "fix the value"
             )

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
+from . import redact
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -45,6 +46,7 @@ def shown(value: object) -> str:
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, str):
+        value = redact.value(value)  # a wrong-typed value may be a URL with a password
         text = '"' + value.encode("unicode_escape").decode().replace('"', '\\"') + '"'
     elif isinstance(value, Mapping):
         text = "{…}"

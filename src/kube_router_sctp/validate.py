@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 
 import semver
 
+from . import redact
 from .errors import ConfigError
+from .log import UNPRINTABLE
 
 # distribution/reference grammar, restricted to what registries accept in practice.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -29,13 +31,15 @@ _NUMBER = r"(?:0|[1-9][0-9]{0,8})"  # no leading zeros, at most 9 digits
 _RELEASE_RE = re.compile(rf"^v?{_NUMBER}\.{_NUMBER}\.{_NUMBER}$")
 _IPVSADM_RE = re.compile(rf"^{_NUMBER}\.{_NUMBER}(?:\.{_NUMBER})?$")
 _LABEL_KEY_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?$")
-_SAFE_TEXT_RE = re.compile(r"^[^\x00-\x1f\x7f\"'`$\\]*$")
+_SAFE_TEXT_RE = re.compile(f"^[^{UNPRINTABLE}\"'`$\\\\]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _PLATFORM_RE = re.compile(r"^linux/(?:amd64|arm64|arm/v7|ppc64le|s390x)$")
 
 
 def _refuse(field: str, value: object, expected: str) -> ConfigError:
+    if isinstance(value, str):
+        value = redact.value(value)  # a refused URL may carry a password
     shown = repr(value) if len(repr(value)) < 120 else repr(value)[:117] + "...'"
     return ConfigError(f"invalid {field} {shown}", f"expected {expected}")
 
@@ -268,7 +272,7 @@ def local_path(value: str, field: str) -> str:
     """A local path as the user wrote it, with ``~`` expanded; not checked for existence."""
     from pathlib import Path
 
-    if not isinstance(value, str) or not value or re.search(r"[\x00-\x1f\x7f]", value):
+    if not isinstance(value, str) or not value or re.search(f"[{UNPRINTABLE}]", value):
         raise _refuse(field, value, "a path without control characters")
     try:
         expanded = str(Path(value).expanduser())

@@ -66,6 +66,13 @@ def test_hostile_source_tarball(tmp_path: Path, member: str, kind: bytes, link: 
         (["--label", "team=net\nRUN id"], "invalid label team value"),
         (["--label", 'team=a"b'], "invalid label team value"),
         (["--label", "Team=x"], "invalid label key"),
+        # C1 controls, Unicode line separators and bidi overrides: a line break to some
+        # parsers, a reordered text to whoever reads the label or the URL later
+        (["--label", "team=a\x85b"], "invalid label team value"),
+        (["--label", "team=a\u2028LABEL x=y"], "invalid label team value"),
+        (["--label", "team=\u202egnp.exe"], "invalid label team value"),
+        (["--debian-mirror", "http://mirror.example/\u2029debian"], "invalid Debian mirror"),
+        (["--kube-router-source", "/tmp/\u202ekr"], "invalid kube-router source path"),
         (["--push", "registry:5000/ns\n"], "invalid --push target"),
         (["--image-name", "kube-router;id"], "invalid image name"),
     ],

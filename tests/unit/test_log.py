@@ -32,6 +32,9 @@ def _reset(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         ("crlf\r\n", "crlf\n"),
         ("c1 \x9b31m csi", "c1  csi"),
         ("bidi \u202eevil", "bidi \\u202eevil"),
+        ("marks \u200f\u200e\u061c", "marks \\u200f\\u200e\\u061c"),  # RLM, LRM, ALM reorder text too
+        ("line\u2028separator\u2029", "line\\u2028separator\\u2029"),  # line breaks to some readers
+        ("zero\u200bwidth\ufeff\u2060", "zero\\u200bwidth\\ufeff\\u2060"),
         ("tab\tand newline\n kept", "tab\tand newline\n kept"),
         ("https://user:pw@host/x", "https://***@host/x"),
     ],

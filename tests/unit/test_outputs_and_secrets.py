@@ -142,6 +142,53 @@ def test_go_proxy_with_credentials_is_not_rendered(tmp_path: Path) -> None:
     assert SECRET not in err + (tmp_path / "r.json").read_text()
 
 
+@pytest.mark.parametrize(
+    "userinfo",
+    [
+        f"user:ab<{SECRET}",  # '<' and '>' are valid in a URL's user-info, and were its end
+        f"user:ab>{SECRET}",
+        f"user:ab\u00a0{SECRET}",  # a no-break space: whitespace to str.split, not to urlsplit
+        f"user:ab\u3000{SECRET}",  # an ideographic space
+        f"{SECRET}\u3000tokenbytes",  # a token alone, after an ideographic space
+    ],
+)
+def test_credentials_of_any_spelling_are_refused_where_a_layer_keeps_them(tmp_path: Path, userinfo: str) -> None:
+    for flag in ("--go-proxy", "--debian-mirror"):
+        url = f"https://{userinfo}@mirror.example/x"
+        status, out, err = run("render", "--kube-router-version", "v2.0.0", "--base-family", "debian", flag, url,
+                               "--report", str(tmp_path / "r.json"))  # fmt: skip
+        assert status == 2, (flag, out)
+        assert out == ""
+        (line,) = error_lines(err)
+        assert "carries credentials" in line and "image layer" in line
+        assert SECRET not in err + (tmp_path / "r.json").read_text()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://user:pa ss{SECRET}@proxy.example/",  # refused for its space
+        f"https://user:pa'ss{SECRET}@proxy.example/",  # refused for its quote
+        f'https://user:pa"ss{SECRET}@proxy.example/',
+        f"https://user:pa\tss{SECRET}@proxy.example/",
+        f"https://user:{SECRET}$x@proxy.example/",  # refused for its '$'
+    ],
+)
+def test_a_refused_url_is_named_without_its_credentials(tmp_path: Path, url: str) -> None:
+    for flag in ("--go-proxy", "--debian-mirror", "--ipvsadm-mirror", "--kube-router-source"):
+        status, out, err = run("config", flag, url, "--report", str(tmp_path / "r.json"))
+        assert status == 2, (flag, out)
+        (line,) = error_lines(err)
+        assert "invalid" in line and "***" in line
+        assert SECRET not in out + err + (tmp_path / "r.json").read_text(), flag
+
+
+@pytest.mark.parametrize("key", ["pwd", "oauth_token", "X-Amz-Security-Token", "session_id", "apiKey", "jwt"])
+def test_secret_query_values_of_any_name_are_hidden(key: str) -> None:
+    status, out, err = run("config", "--go-proxy", f"https://proxy.example/?{key}={SECRET}&arch=amd64")
+    assert status == 0 and SECRET not in out + err and f"{key}=***" in out
+
+
 def test_go_proxy_with_credentials_is_fine_where_nothing_renders_it() -> None:
     # v0.3.2 builds from its vendor directory with Debian's Go: the proxy is never used.
     status, out, _ = run("render", "--go-proxy", f"https://user:{SECRET}@proxy.example/")
