@@ -96,7 +96,7 @@ def _kernel(value: str) -> str:
     """debian, debian:SUITE, debian:VERSION (vm/debian.py checks the grammar), or an
     existing path: a kernel .deb, a directory, or a vmlinuz (with --modules)."""
     if _is_debian_spec(value):
-        return value
+        return validate.debian_kernel(value, "--kernel")
     path = validate.local_path(value, "--kernel")
     if not Path(path).exists():
         raise ConfigError(
@@ -110,7 +110,7 @@ def _fallback_kernel(value: str) -> str | None:
     if value == "none":
         return None
     if _is_debian_spec(value):
-        return value
+        return validate.debian_kernel(value, "--fallback-kernel")
     bad = ConfigError(
         f"--fallback-kernel {value} is neither 'debian[:SUITE]', 'none' nor an existing linux-image .deb",
         "pass --fallback-kernel debian, debian:SUITE, none, or the path of a kernel package",

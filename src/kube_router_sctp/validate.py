@@ -268,6 +268,26 @@ def url_template(value: str, field: str, names: tuple[str, ...]) -> str:
     return value
 
 
+# A Debian kernel as --kernel and --fallback-kernel name one: debian, debian:SUITE or
+# debian:VERSION (vm/debian.py resolves them; the suite and version reach URLs and paths).
+DEBIAN_KERNEL_SUITE_RE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z]+)*")
+DEBIAN_KERNEL_VERSION_RE = re.compile(r"[0-9][A-Za-z0-9.+~:-]*")
+
+
+def debian_kernel(value: str, field: str) -> str:
+    """``debian``, ``debian:SUITE`` or ``debian:VERSION``, checked whole (a trailing newline
+    is no suite), whichever layer set it."""
+    rest = value.removeprefix("debian:") if value != "debian" else "trixie"
+    if not (
+        isinstance(value, str)
+        and len(value) <= 100
+        and (DEBIAN_KERNEL_SUITE_RE.fullmatch(rest) or DEBIAN_KERNEL_VERSION_RE.fullmatch(rest))
+        and ".." not in rest
+    ):
+        raise _refuse(field, value, "debian, debian:SUITE (debian:trixie) or debian:VERSION (debian:6.12.57)")
+    return value
+
+
 def local_path(value: str, field: str) -> str:
     """A local path as the user wrote it, with ``~`` expanded; not checked for existence."""
     from pathlib import Path

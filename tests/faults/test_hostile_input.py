@@ -73,6 +73,11 @@ def test_hostile_source_tarball(tmp_path: Path, member: str, kind: bytes, link: 
         (["--label", "team=\u202egnp.exe"], "invalid label team value"),
         (["--debian-mirror", "http://mirror.example/\u2029debian"], "invalid Debian mirror"),
         (["--kube-router-source", "/tmp/\u202ekr"], "invalid kube-router source path"),
+        # a Debian kernel spec reaches the mirror's URLs and cache paths: checked whole, at once
+        (["--kernel", "debian:trixie\n"], "invalid --kernel"),
+        (["--kernel", "debian:6.1.0-1\nx"], "invalid --kernel"),
+        (["--fallback-kernel", "debian:`id`"], "invalid --fallback-kernel"),
+        (["--fallback-kernel", "debian:$(id)"], "invalid --fallback-kernel"),
         (["--push", "registry:5000/ns\n"], "invalid --push target"),
         (["--image-name", "kube-router;id"], "invalid image name"),
     ],

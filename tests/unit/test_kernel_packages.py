@@ -277,3 +277,6 @@ def test_specs_are_parsed_strictly() -> None:
     assert debian.parse_spec("/boot/vmlinuz") is None
     with pytest.raises(VMError, match="neither a Debian suite nor a kernel version"):
         debian.parse_spec("debian:../../etc")
+    for spec in ("debian:trixie\n", "debian:6.12.57\n", "debian:6.1..2"):  # '$' matched before a newline
+        with pytest.raises(VMError, match="neither a Debian suite nor a kernel version"):
+            debian.parse_spec(spec)

@@ -35,7 +35,7 @@ from typing import Any
 from debian.deb822 import Deb822, PkgRelation
 from debian.debian_support import Version
 
-from .. import aptsources, log
+from .. import aptsources, log, validate
 from ..cache import Cache, remove_tree
 from ..download import Downloader
 from ..errors import FetchError, VerificationError, VMError
@@ -55,8 +55,6 @@ SEARCH_SUITES = (
     "oldstable",
     "oldstable-backports",
 )
-_SUITE_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z]+)*$")
-_VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~:-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _INDEX_FORMAT = 1
 
@@ -106,9 +104,9 @@ def parse_spec(spec: str) -> tuple[str, str] | None:
     prefix, sep, rest = spec.partition(":")
     if prefix != "debian" or not sep:
         return None
-    if _SUITE_RE.match(rest):
+    if validate.DEBIAN_KERNEL_SUITE_RE.fullmatch(rest):
         return "suite", rest
-    if _VERSION_RE.match(rest):
+    if validate.DEBIAN_KERNEL_VERSION_RE.fullmatch(rest) and ".." not in rest:
         return "version", rest
     raise VMError(
         f"--kernel {spec}: {rest!r} is neither a Debian suite nor a kernel version",
@@ -367,7 +365,7 @@ class Archive:
         """Each package, checked against the index's SHA256, from the cache or the mirror."""
         paths = []
         for package in resolved.packages:
-            if not _SHA256_RE.match(package.sha256):
+            if not _SHA256_RE.fullmatch(package.sha256):
                 raise VerificationError(f"the index lists no SHA256 for {package.name}", "fix mirrors.debian")
             fetched = self.downloader.fetch(f"{package.name}_{package.version}", package.sha256, [package.url])
             paths.append(fetched.path)
@@ -398,7 +396,7 @@ def _release_of(name: str) -> str:
     """``linux-binary-7.2.13+deb14-amd64`` -> ``7.2.13+deb14-amd64``; "" for meta-packages."""
     for prefix in _RELEASE_PREFIXES:
         rest = name.removeprefix(prefix)
-        if rest != name and _RELEASE_RE.match(rest):
+        if rest != name and _RELEASE_RE.fullmatch(rest):
             return rest
     return ""
 
@@ -423,7 +421,7 @@ def _sha256_list(text: str) -> dict[str, str]:
     listed = {}
     for line in text.splitlines():
         words = line.split()
-        if len(words) == 3 and _SHA256_RE.match(words[0]):
+        if len(words) == 3 and _SHA256_RE.fullmatch(words[0]):
             listed[words[2]] = words[0]
     return listed
 

@@ -39,8 +39,8 @@ from ..treedigest import sha256_file
 from . import deb as debfile
 from . import debian
 
-_VERSION_RE = re.compile(r"^\d+\.\d+")
 _KERNEL_PACKAGE_RE = re.compile(r"^linux-(image|binary|modules|base)-\d")
+_RELEASE_STRING_RE = re.compile(r"\d+\.\d+[A-Za-z0-9._+~-]*")
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,8 @@ def bzimage_version(vmlinuz: Path) -> str | None:
     except OSError:
         return None
     release = text.split(" ", 1)[0]
-    return release if _VERSION_RE.match(release) else None
+    # The whole string, not a prefix: the release names directories (modules/<release>).
+    return release if _RELEASE_STRING_RE.fullmatch(release) and ".." not in release else None
 
 
 def from_paths(vmlinuz: Path, modules: Path) -> KernelFiles:
