@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from . import __version__, config, doctor, log, safefs, schema
+from . import __version__, config, doctor, log, safefs, schema, validate
 from . import plan as plan_module
 from .cache import Cache
 from .engine import Engine
@@ -83,26 +83,30 @@ def _settings(ctx: click.Context) -> tuple[config.Settings, Path | None]:
     return settings, store.get("report")
 
 
-# Files the tool writes for the user, by the key their flag is stored under: checked
-# before any work starts, so a symlink or device there costs nothing.
+# Files the tool writes for the user, by the key their flag is stored under: read like
+# every other path (``~`` expanded, ``~user`` of no such user and control characters
+# refused) and checked before any work starts, so a symlink or device there costs nothing.
 _OUTPUTS = {
-    "report": "the report",
-    "table_path": "the check-patches table",
-    "save_context": "the build context",
+    "report": ("--report", "the report"),
+    "table_path": ("--table", "the check-patches table"),
+    "save_context": ("--save-context", "the build context"),
+    "results_path": ("--results", "the results"),
+    "output": ("--output", "the patched tree"),
 }
 
 
 def _check_outputs(store: dict[str, Any]) -> None:
-    for key, what in _OUTPUTS.items():
-        if store.get(key) is not None:
-            safefs.check_output(Path(store[key]), what)
-    if store.get("results_path") is not None:
-        from .verify import results_paths
+    for key, (flag, what) in _OUTPUTS.items():
+        if store.get(key) is None:
+            continue
+        path = store[key] = Path(validate.local_path(str(store[key]), flag))
+        if key == "results_path":
+            from .verify import results_paths
 
-        for path in results_paths(Path(store["results_path"])):
-            safefs.check_output(path, "the results")
-    if store.get("output") is not None:
-        safefs.check_output(Path(store["output"]), "the patched tree", directory=True)
+            for each in results_paths(path):
+                safefs.check_output(each, what)
+        else:
+            safefs.check_output(path, what, directory=key == "output")
 
 
 def _os_error(exc: OSError) -> PipelineError:

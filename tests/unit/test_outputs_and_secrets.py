@@ -28,6 +28,46 @@ def error_lines(stderr: str) -> list[str]:
 
 
 # -- --report and the other output paths ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("flags", "why"),
+    [
+        (["--report", "~no-such-user-here/r.json", "config"], "names a user of this machine"),
+        (["--report", "r\u202e.json", "config"], "without control characters"),
+        (["--report", "r\x1b[2J.json", "config"], "without control characters"),
+        (["patch", "--output", "~no-such-user-here/tree"], "names a user of this machine"),
+    ],
+)
+def test_output_paths_are_read_like_every_other_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], why: str
+) -> None:
+    # "~user/..." of no such user was written as a directory named "~no-such-user-here"
+    # in the working directory; --cache-dir and the rest refuse it in one line.
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run(*flags, "--cache-dir", str(tmp_path / "c"))
+    assert status == 2, err
+    (line,) = error_lines(err)
+    assert why in line
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["c"])
+
+
+@pytest.mark.parametrize("key", ["save_context", "table_path", "results_path"])
+def test_every_output_flag_is_read_as_a_path(key: str) -> None:
+    # build --save-context, check-patches --table, verify --results: checked before the work
+    from kube_router_sctp import cli
+    from kube_router_sctp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="invalid --.*~no-such-user-here") as refused:
+        cli._check_outputs({key: Path("~no-such-user-here/out")})
+    assert "names a user of this machine" in refused.value.one_line()
+
+
+def test_a_report_under_home_goes_to_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # where a "~" directory was made
+    status, _, err = run("--report", "~/r.json", "config", env={"HOME": str(tmp_path)})
+    assert status == 0, err
+    assert (tmp_path / "r.json").is_file()
+
+
 def test_report_through_a_symlink_is_refused_and_its_target_kept(tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.write_text("precious")
