@@ -177,7 +177,23 @@ LINE = schema.Record(
         "go": Field(schema.Map(schema.Choice(FAMILIES, "base family"), schema.Text(_go_source))),
     },
 )
-RESTORE = schema.Record(
+
+
+class _RestoreRule(schema.Record[Restoration]):
+    """A vendor-restore rule: its file is read from the module's zip at the path below
+    ``vendor/<module>/``, so the path must lie there (else there is no file to read)."""
+
+    def check(self, value: object, at: schema.At) -> Restoration:
+        rule = super().check(value, at)
+        if not rule.path.startswith(f"vendor/{rule.module}/"):
+            raise at.child("path").refuse(
+                f"{rule.path!r} is not a file below vendor/{rule.module}/",
+                'write path = "vendor/<module>/<file>" for the module the rule names',
+            )
+        return rule
+
+
+RESTORE = _RestoreRule(
     Restoration,
     {
         "path": Field(_text(validate.tree_path, "vendor-restore path")),

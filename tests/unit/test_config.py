@@ -154,3 +154,25 @@ def test_kernels_are_a_list_of_specs_or_paths(tmp_path: Path) -> None:
     assert config.load().smoke_kernels == ()
     with pytest.raises(ConfigError, match="does not exist"):
         config.load({"smoke.kernel": [str(tmp_path / "absent.deb")]})
+
+
+@pytest.mark.parametrize("path", ["a/b.go", "vendor/golang.org/x/textual/b.go", "vendor/golang.org/x/text"])
+def test_a_vendor_restore_rule_outside_its_module_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    # The file is read from the module's zip under the path below vendor/<module>/: a rule
+    # whose path is elsewhere ended in an IndexError traceback once its zip was fetched.
+    write_user(
+        tmp_path,
+        monkeypatch,
+        f"""
+[[kube-router.vendor-restore]]
+path = "{path}"
+module = "golang.org/x/text"
+version = "v0.3.0"
+zip-sha256 = "{"a" * 64}"
+""",
+    )
+    with pytest.raises(ConfigError, match="is not a file below vendor/golang.org/x/text/") as caught:
+        config.load()
+    assert "kube-router.vendor-restore" in caught.value.one_line()
