@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import log
+from . import archive, log
 from .archive import link_stays_inside
 from .errors import FetchError, UnsafeSourceError
 from .safefs import Beneath, scratch_tree
@@ -140,6 +140,8 @@ def export(gitdir: Path, commit: str, dest: Path) -> list[MissingBlob]:
 
     missing: list[MissingBlob] = []
     with scratch_tree(dest, what, "refusing this tree") as tree:
+        if len(entries) > archive.MAX_MEMBERS:
+            raise tree.refuse(entries[archive.MAX_MEMBERS][2], "exceeds the member limit")
         for _, _, path in entries:
             tree.parts(path)  # every name checked before a byte is written
         proc = subprocess.Popen(
@@ -177,15 +179,22 @@ def _write_blobs(
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
     out = proc.stdout
+    total = 0
     for mode, blob, path in entries:
         header = out.readline().decode().split()
         if len(header) == 2 and header[1] == "missing":
             missing.append(MissingBlob(path, blob, mode))
             continue
         size = int(header[2])
-        data = out.read(size)
-        out.read(1)  # the newline after each object
+        # Bounded like a tarball, before a byte is read: git stores gigabytes of zeros
+        # in almost nothing, and a blob is streamed to its file, never held in memory.
+        total += size
+        if total > archive.MAX_BYTES:
+            raise tree.refuse(path, f"makes the tree larger than {_size(archive.MAX_BYTES)} unpacked")
         if mode == "120000":
+            if size > MAX_LINK_TARGET:
+                raise tree.refuse(path, f"is a symlink whose target is longer than {MAX_LINK_TARGET} bytes")
+            data = out.read(size)
             try:
                 target = data.decode("utf-8")
             except UnicodeDecodeError:
@@ -196,8 +205,19 @@ def _write_blobs(
                 )
             tree.symlink(path, target)
         else:
-            tree.write(path, data, 0o755 if mode == "100755" else 0o644)
+            tree.write(path, out, 0o755 if mode == "100755" else 0o644, size=size)
+        out.read(1)  # the newline after each object
     writer.join()
+
+
+MAX_LINK_TARGET = 4095  # PATH_MAX less its NUL: no longer symlink can be made
+
+
+def _size(count: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift and count % (1 << shift) == 0:
+            return f"{count >> shift} {unit}"
+    return f"{count} bytes"
 
 
 def blob_id(data: bytes) -> str:

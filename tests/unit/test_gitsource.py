@@ -68,3 +68,38 @@ def test_ext_transport_is_not_allowed(tmp_path: Path) -> None:
     with pytest.raises(FetchError):
         gitsource.git_dir(f"ext::sh -c touch% {marker}", tmp_path / "mirrors", offline=False)
     assert not marker.exists()
+
+
+def _tree(repo: Path, entries: list[tuple[str, bytes, str]]) -> str:
+    """A tree of (mode, content, name) blobs in a new bare repository."""
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    lines = [f"{mode} blob {hostile.git(repo, 'hash-object', '-w', '--stdin', stdin=data)}\t{name}\n"
+             for mode, data, name in entries]  # fmt: skip
+    return hostile.git(repo, "mktree", stdin="".join(lines).encode())
+
+
+def test_a_git_tree_larger_than_the_unpacked_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Git stores a blob of zeros in almost nothing: a repository can hold gigabytes that
+    # export would write (and hold in memory) where a tarball is bounded to MAX_BYTES.
+    from kube_router_sctp import archive
+
+    monkeypatch.setattr(archive, "MAX_BYTES", 1 << 20)
+    root = _tree(tmp_path / "bomb.git", [("100644", b"\0" * (600 << 10), "a"), ("100644", b"\0" * (600 << 10), "b")])
+    with pytest.raises(UnsafeSourceError, match="member 'b' makes the tree larger than 1 MiB unpacked"):
+        gitsource.export(tmp_path / "bomb.git", root, tmp_path / "dest")
+
+
+def test_a_git_tree_with_too_many_members_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kube_router_sctp import archive
+
+    monkeypatch.setattr(archive, "MAX_MEMBERS", 3)
+    root = _tree(tmp_path / "many.git", [("100644", b"x", name) for name in "abcd"])
+    with pytest.raises(UnsafeSourceError, match="exceeds the member limit"):
+        gitsource.export(tmp_path / "many.git", root, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists() or not any((tmp_path / "dest").iterdir())
+
+
+def test_a_symlink_target_longer_than_a_path_is_refused(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "long.git", [("120000", b"a/" * 4096, "link")])
+    with pytest.raises(UnsafeSourceError, match="member 'link' is a symlink whose target is longer than"):
+        gitsource.export(tmp_path / "long.git", root, tmp_path / "dest")
