@@ -25,6 +25,7 @@ from .errors import FetchError, VerificationError
 from .treedigest import sha256_file
 
 USER_AGENT = "kube-router-sctp (+build pipeline)"
+MAX_BYTES = 4 << 30  # the largest file fetched (a kernel package, a Go toolchain) is ~150 MiB
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,9 @@ class Downloader:
             if not source.is_file():
                 raise _Permanent("no such file")
             with source.open("rb") as src, part.open("wb") as dst:
+                received = 0
                 for chunk in iter(lambda: src.read(1 << 20), b""):
+                    received = _bounded(received + len(chunk))
                     digest.update(chunk)
                     dst.write(chunk)
             return self._finish(part, digest.hexdigest(), sha256)
@@ -196,9 +199,9 @@ class Downloader:
             try:
                 with part.open("wb") as dst:
                     for chunk in response.iter_content(chunk_size=1 << 16):
+                        received = _bounded(received + len(chunk))
                         digest.update(chunk)
                         dst.write(chunk)
-                        received += len(chunk)
                         self.bytes_downloaded += len(chunk)
                         progress.advance(len(chunk))
             except (requests.ConnectionError, requests.Timeout) as exc:
@@ -233,6 +236,15 @@ class Downloader:
                 shutil.copyfile(source, part)
                 self.cache.put_blob(part, actual)
         return actual, known[actual]
+
+
+def _bounded(received: int) -> int:
+    """``received`` bytes so far, unless that is more than any download may be: a body
+    that never ends (a hostile mirror, a file:// path into /proc) must not fill the disk
+    before its checksum can refuse it."""
+    if received > MAX_BYTES:
+        raise _Permanent(f"larger than {MAX_BYTES >> 20} MiB, more than any file this tool downloads")
+    return received
 
 
 def _describe(exc: Exception) -> str:

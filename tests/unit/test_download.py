@@ -77,3 +77,23 @@ def test_tampered_cache_entry_is_fetched_again(tmp_path: Path, server: FaultServ
     second = downloader(tmp_path).fetch("ipvsadm", SHA, [server.url("/f")])
     assert second.path.read_bytes() == BODY
     assert server.hits["/f"] == 2
+
+
+@pytest.mark.parametrize("where", ["http", "file"])
+def test_a_body_larger_than_any_download_is_cut_off(
+    tmp_path: Path, server: FaultServer, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # A mirror (or a file:// path such as /proc/kcore) that never ends would fill the
+    # cache's disk before the checksum could refuse it: downloads stop at MAX_BYTES.
+    from kube_router_sctp import download
+
+    monkeypatch.setattr(download, "MAX_BYTES", len(BODY) // 2)
+    server.routes["/endless"] = Behaviour(BODY)
+    local = tmp_path / "big"
+    local.write_bytes(BODY)
+    url = server.url("/endless") if where == "http" else f"file://{local}"
+    with pytest.raises(FetchError, match="larger than"):
+        downloader(tmp_path).fetch("ipvsadm", SHA, [url])
+    assert cache_is_clean(tmp_path)
+    with pytest.raises(FetchError, match="larger than"):
+        downloader(tmp_path).fetch_unpinned("kube-router archive", [url], tmp_path / "source.tar")
