@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
@@ -216,15 +217,33 @@ def host_debian_mirror(apt_dir: Path = aptsources.APT_DIR) -> str | None:
 
 
 def host_go_proxy(env: Mapping[str, str] = os.environ) -> tuple[str | None, str]:
-    """GOPROXY from the environment, else from ``go env`` when Go is installed; and where from."""
+    """GOPROXY from the environment, else from ``go env`` when Go is installed; and where from.
+
+    Go is asked in a scratch directory that it takes for its config directory and working
+    directory, with the user's own ``go env`` file named explicitly: it then reads what it
+    would read, but its telemetry counters go to the scratch (not ~/.config/go), and no
+    go.mod or go.work where the tool runs can make it fetch a toolchain."""
     if env.get("GOPROXY"):
         return env["GOPROXY"], "GOPROXY"
     go = shutil.which("go", path=env.get("PATH"))
     if not go:
         return None, "go env GOPROXY"
+    home = env.get("HOME") or str(Path.home())
+    goenv = env.get("GOENV") or f"{env.get('XDG_CONFIG_HOME') or home + '/.config'}/go/env"
     try:
-        run_env = {"HOME": str(Path.home()), **env}
-        out = subprocess.run([go, "env", "GOPROXY"], capture_output=True, text=True, timeout=20, env=run_env)
+        with tempfile.TemporaryDirectory(prefix="kube-router-sctp-go-") as scratch:
+            run_env = {
+                **env,
+                "HOME": scratch,
+                "XDG_CONFIG_HOME": scratch,
+                "XDG_CACHE_HOME": scratch,
+                "GOENV": goenv,
+                "GOTOOLCHAIN": "local",
+                "GOFLAGS": "",
+            }
+            out = subprocess.run(
+                [go, "env", "GOPROXY"], capture_output=True, text=True, timeout=20, env=run_env, cwd=scratch
+            )
     except (OSError, subprocess.TimeoutExpired):
         return None, "go env GOPROXY"
     return out.stdout.strip() or None, "go env GOPROXY"

@@ -176,3 +176,21 @@ zip-sha256 = "{"a" * 64}"
     with pytest.raises(ConfigError, match="is not a file below vendor/golang.org/x/text/") as caught:
         config.load()
     assert "kube-router.vendor-restore" in caught.value.one_line()
+
+
+def test_asking_go_for_its_proxy_writes_nothing(tmp_path: Path) -> None:
+    # `go env GOPROXY` counts itself in <config dir>/go/telemetry, and may fetch a toolchain
+    # a go.mod in the working directory asks for: `config` wrote outside the cache on every
+    # run (~/.config/go/telemetry, or $XDG_CONFIG_HOME/go wherever that pointed).
+    from tests.support import env as support
+
+    go = support.require_binary("go", "golang-go")
+    home, cfg = tmp_path / "home", tmp_path / "cfg"
+    home.mkdir()
+    (cfg / "go").mkdir(parents=True)
+    (cfg / "go" / "env").write_text("GOPROXY=https://goenv.example/mod\n")
+    variables = {"HOME": str(home), "XDG_CONFIG_HOME": str(cfg), "PATH": f"{Path(go).parent}:/usr/bin:/bin"}
+    assert config.host_go_proxy(variables) == ("https://goenv.example/mod", "go env GOPROXY")  # the user's go env
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "cfg", "cfg/go", "cfg/go/env", "home"
+    ]  # fmt: skip
