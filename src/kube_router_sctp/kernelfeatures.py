@@ -17,9 +17,12 @@ The same table serves the smoke guest, the Docker-host VM and ``doctor`` on a no
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import VMError
 
 BUILT_IN, MODULE, LACKING, NO_FILE, UNKNOWN = "built in", "module", "lacking", "module file missing", "unknown"
 
@@ -107,7 +110,10 @@ class KernelConfig:
     def read(cls, path: Path) -> KernelConfig:
         data = path.read_bytes()
         if data[:2] == b"\x1f\x8b":  # /proc/config.gz
-            data = gzip.decompress(data)
+            try:
+                data = gzip.decompress(data)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise VMError(f"{path.name} is damaged ({exc})", "the kernel's config is not readable") from exc
         return cls.parse(data.decode(errors="replace"), str(path))
 
     def get(self, option: str) -> str | None:

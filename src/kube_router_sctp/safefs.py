@@ -374,6 +374,21 @@ def _copy(source: Readable, target: IO[bytes], size: int | None) -> int:
     return written
 
 
+def open_regular(path: Path) -> BinaryIO | None:
+    """``path`` opened for reading if it is a regular file (a symlink the user's path
+    holds is followed), else None: a FIFO or a device is never opened blocking, so a
+    hostile directory cannot make the first read wait forever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 @contextlib.contextmanager
 def scratch_tree(root: Path, what: str, hint: str) -> Iterator[Beneath]:
     """Write a tree below ``root`` (made when missing), then refuse it if any of its

@@ -280,3 +280,54 @@ def test_specs_are_parsed_strictly() -> None:
     for spec in ("debian:trixie\n", "debian:6.12.57\n", "debian:6.1..2"):  # '$' matched before a newline
         with pytest.raises(VMError, match="neither a Debian suite nor a kernel version"):
             debian.parse_spec(spec)
+
+
+# -- damaged files inside a kernel package ------------------------------------------------
+REL = "6.1.0-99-amd64"
+
+
+def _kernel_with(tmp_path: Path, **changes: bytes) -> kernel.KernelFiles:
+    files: debs.Files = {f"boot/vmlinuz-{REL}": debs.bzimage(REL), f"boot/config-{REL}": debs.config_text().encode()}
+    files |= {f"lib/modules/{REL}/{k}": v for k, v in debs.ipvs_modules(".ko.xz").items()}
+    files |= {path.replace("@", f"lib/modules/{REL}/"): data for path, data in changes.items()}
+    package = debs.deb(tmp_path / f"linux-image-{REL}_1_amd64.deb", f"linux-image-{REL}", "1", files)
+    return kernel.resolve(package, None, Cache(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"@kernel/net/sctp/sctp.ko.xz": b"\xfd7zXZ\x00 not xz"}, "sctp.ko.xz is damaged"),
+        ({"@kernel/net/sctp/sctp.ko.xz": debs.compress(b"x" * 4096, ".xz")[:40]}, "sctp.ko.xz is damaged"),
+        ({f"boot/config-{REL}": b"\x1f\x8b not gzip"}, f"config-{REL} is damaged"),
+        ({"@modules.dep": b"\xff\xfe kernel/net/sctp/sctp.ko.xz:\n"}, "modules.dep is not UTF-8"),
+        ({"@modules.dep": b"kernel/../../../../../../../etc/sctp.ko:\n"}, "modules.dep names a path outside"),
+        ({"@modules.dep": b"/etc/sctp.ko:\n"}, "modules.dep names a path outside"),
+    ],
+)
+def test_a_damaged_file_in_a_kernel_is_one_line(tmp_path: Path, changes: dict[str, bytes], message: str) -> None:
+    # Corrupt compressed modules, a config that is not gzip, a modules.dep that is not text
+    # or points out of the package: a VMError naming the file, before anything boots
+    # (before: LZMAError, EOFError and UnicodeDecodeError tracebacks; a path out of the
+    # package read into the guest's initramfs).
+    with pytest.raises(VMError, match=message):
+        found = _kernel_with(tmp_path, **changes)
+        for module in kmod.plan(found, kf.SMOKE).modules:
+            kmod.module_bytes(module.path)
+
+
+def test_a_kernel_directory_whose_files_are_fifos_does_not_hang(tmp_path: Path, cache: Cache) -> None:
+    # An unpacked kernel directory is hostile input too: a FIFO named like the kernel or a
+    # module blocked the first read forever.
+    import os
+
+    tree = tmp_path / "kernel"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "lib" / "modules" / REL / "kernel").mkdir(parents=True)
+    os.mkfifo(tree / "boot" / f"vmlinuz-{REL}")
+    with pytest.raises(VMError, match="is not an x86 or arm64 kernel"):
+        kernel.resolve(tree, None, cache)
+    fifo = tmp_path / "sctp.ko"
+    os.mkfifo(fifo)
+    with pytest.raises(VMError, match="sctp.ko is not a regular file"):
+        kmod.module_bytes(fifo)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import log
+from .. import log, safefs
 from ..cache import Cache, remove_tree
 from ..download import Downloader
 from ..errors import VMError
@@ -79,8 +79,11 @@ class KernelFiles:
 
 def kernel_arch(vmlinuz: Path) -> str | None:
     """``x86_64`` for a bzImage, ``aarch64`` for an arm64 Image (plain or gzipped), else None."""
+    opened = safefs.open_regular(vmlinuz)
+    if opened is None:
+        return None
     try:
-        with vmlinuz.open("rb") as handle:
+        with opened as handle:
             head = handle.read(0x400)
             if head[:2] == b"\x1f\x8b":
                 handle.seek(0)
@@ -97,8 +100,11 @@ def kernel_arch(vmlinuz: Path) -> str | None:
 
 def bzimage_version(vmlinuz: Path) -> str | None:
     """The release string a bzImage carries in its setup header (``6.1.0-56-amd64``)."""
+    opened = safefs.open_regular(vmlinuz)
+    if opened is None:
+        return None
     try:
-        with vmlinuz.open("rb") as handle:
+        with opened as handle:
             header = handle.read(0x280)
             if header[0x202:0x206] != b"HdrS":
                 return None

@@ -21,13 +21,14 @@ import re
 import shutil
 import struct
 import subprocess
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from .. import kernelfeatures as kf
-from .. import log, smoke
+from .. import log, safefs, smoke
 from ..errors import KernelUnsupportedError, VMError
 from .cpio import CpioWriter
 from .kernel import KernelFiles
@@ -105,24 +106,29 @@ class ModuleIndex:
     def _from_depmod(cls, root: Path, builtin: set[str]) -> ModuleIndex:
         paths: dict[str, Path] = {}
         deps: dict[str, list[str]] = {}
-        for line in (root / "modules.dep").read_text().splitlines():
+        for line in _text(root / "modules.dep").splitlines():
             target, sep, rest = line.partition(":")
             if not sep:
                 continue
+            if target.startswith("/") or ".." in Path(target).parts:
+                raise VMError(
+                    f"{root}/modules.dep names a path outside the modules directory ({target!r})",
+                    "the kernel package is damaged or hostile: use the package as Debian publishes it",
+                )
             name = module_name(Path(target).name)
             paths[name] = root / target
             deps[name] = [module_name(Path(dep).name) for dep in rest.split()]
         softdeps: dict[str, list[str]] = {}
         soft_file = root / "modules.softdep"
         if soft_file.is_file():
-            for line in soft_file.read_text().splitlines():
+            for line in _text(soft_file).splitlines():
                 words = line.split()
                 if len(words) >= 3 and words[0] == "softdep":
                     softdeps[module_name(words[1])] = _pre_softdeps(" ".join(words[2:]))
         aliases: list[tuple[str, str]] = []
         alias_file = root / "modules.alias"
         if alias_file.is_file():
-            for line in alias_file.read_text().splitlines():
+            for line in _text(alias_file).splitlines():
                 words = line.split()
                 if len(words) == 3 and words[0] == "alias":
                     aliases.append((words[1], module_name(words[2])))
@@ -241,16 +247,38 @@ def _pre_softdeps(text: str) -> list[str]:
 
 
 # -- files ---------------------------------------------------------------------------
+def _text(path: Path) -> str:
+    """A depmod index as text; one that is not UTF-8 is a damaged package, not a traceback."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise VMError(
+            f"{path} is not UTF-8 text (byte {exc.start})", "the kernel package is damaged: download it again"
+        ) from exc
+
+
+# What a compressed module that is damaged or cut short raises while it is decompressed.
+_DAMAGED = (lzma.LZMAError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
 def module_bytes(path: Path) -> bytes:
     """The module's ELF bytes, decompressed on the host: ``insmod`` in a minimal guest
     (busybox, or a kmod built without xz/zstd) cannot be relied on to do it."""
     name = path.name
-    if name.endswith(".ko"):
-        return path.read_bytes()
-    if name.endswith(".xz"):
-        return lzma.decompress(path.read_bytes())
-    if name.endswith(".gz"):
-        return gzip.decompress(path.read_bytes())
+    opened = safefs.open_regular(path)
+    if opened is None:
+        raise VMError(f"{path} is not a regular file", "pass a modules directory of module files")
+    with opened as handle:
+        data = handle.read()
+    try:
+        if name.endswith(".ko"):
+            return data
+        if name.endswith(".xz"):
+            return lzma.decompress(data)
+        if name.endswith(".gz"):
+            return gzip.decompress(data)
+    except _DAMAGED as exc:
+        raise VMError(f"{name} is damaged ({exc})", "the kernel package is damaged: download it again") from exc
     if name.endswith(".zst"):
         return _unzstd(path)
     raise VMError(f"{path} is not a kernel module file", "pass a modules directory with *.ko files")
@@ -278,7 +306,10 @@ def _unzstd(path: Path) -> bytes:
 def _modinfo_section(path: Path) -> bytes:
     """Just the ``.modinfo`` section of an uncompressed module (a few hundred bytes read
     instead of the whole file: the alias scan touches thousands of modules)."""
-    with path.open("rb") as handle:
+    opened = safefs.open_regular(path)
+    if opened is None:
+        raise VMError(f"{path} is not a regular file", "pass a modules directory of module files")
+    with opened as handle:
         return _find_section(handle, ".modinfo", str(path))
 
 
