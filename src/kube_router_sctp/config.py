@@ -55,11 +55,34 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return _parse_toml(text, str(path))
 
 
+MAX_NESTING = 16  # tables and arrays in tables: the deepest real key (a release line's gobgp) is 4
+
+
 def _parse_toml(text: str, origin: str) -> dict[str, Any]:
+    """A TOML file as data: parse errors, numbers too long for int() and nesting deeper
+    than any configuration needs are one line (tomllib and the layer merge recurse)."""
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomllib.loads(text)
+    except RecursionError as exc:
+        raise _too_deep(origin) from exc
+    except ValueError as exc:  # TOMLDecodeError, or int() of 4,300+ digits
         raise ConfigError(f"{origin} is not valid TOML ({exc})", "fix the file") from exc
+    todo: list[tuple[object, int]] = [(data, 1)]
+    while todo:  # a loop, not recursion: the check must not fail the way it guards against
+        node, depth = todo.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= MAX_NESTING:
+                    raise _too_deep(origin)
+                todo.append((child, depth + 1))
+    return data
+
+
+def _too_deep(origin: str) -> ConfigError:
+    return ConfigError(
+        f"{origin} nests tables or arrays more than {MAX_NESTING} levels deep", "no option or pin nests so deep"
+    )
 
 
 def _options_tree(values: Mapping[str, object]) -> dict[str, Any]:

@@ -194,3 +194,24 @@ def test_asking_go_for_its_proxy_writes_nothing(tmp_path: Path) -> None:
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "cfg", "cfg/go", "cfg/go/env", "home"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[build]\nplatforms = " + "[" * 3000 + "]" * 3000 + "\n", "nests tables or arrays more than"),
+        ("x = " + "{a=" * 3000 + "1" + "}" * 3000 + "\n", "nests tables or arrays more than"),
+        ("[" + ".".join(["a"] * 3000) + "]\n", "nests tables or arrays more than"),
+        ("[labels]\nx = " + "{a=" * 40 + "1" + "}" * 40 + "\n", "nests tables or arrays more than"),
+        ("[build]\nsource-date-epoch = " + "9" * 5000 + "\n", "is not valid TOML"),
+    ],
+)
+def test_a_config_nested_too_deep_or_with_a_huge_number_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    # tomllib and the layer merge recurse, and int() refuses 4,300+ digits: each ended in
+    # a RecursionError or ValueError traceback.
+    path = write_user(tmp_path, monkeypatch, text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        config.load()
+    assert str(path) in caught.value.one_line()
