@@ -10,7 +10,7 @@ a later run would read it.
 from __future__ import annotations
 
 import hashlib
-import shutil
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,10 +19,9 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from . import log
+from . import log, safefs
 from .cache import Cache
-from .errors import FetchError, VerificationError
-from .treedigest import sha256_file
+from .errors import ConfigError, FetchError, VerificationError
 
 USER_AGENT = "kube-router-sctp (+build pipeline)"
 MAX_BYTES = 4 << 30  # the largest file fetched (a kernel package, a Go toolchain) is ~150 MiB
@@ -226,16 +225,34 @@ class Downloader:
             stale.unlink(missing_ok=True)
 
     def import_file(self, source: Path, known: dict[str, str]) -> tuple[str, str] | None:
-        """Copy a file into the cache if its sha256 is one of ``known`` (sha256 -> name)."""
-        actual = sha256_file(source)
-        if actual not in known:
-            return None
-        with self.cache.lock(actual):
-            if not self.cache.has_blob(actual):
-                part = self.cache.tmp_dir() / f"{actual}.import.part"
-                shutil.copyfile(source, part)
-                self.cache.put_blob(part, actual)
-        return actual, known[actual]
+        """Copy a file into the cache if its sha256 is one of ``known`` (sha256 -> name).
+        Only a regular file, at most MAX_BYTES: a FIFO would wait and /dev/zero never end."""
+        opened = safefs.open_regular(source)
+        if opened is None:
+            raise ConfigError(f"{source} is not a regular file", "import the downloaded file itself")
+        part = self.cache.tmp_dir() / f"import-{os.getpid()}-{time.monotonic_ns()}.part"
+        digest = hashlib.sha256()
+        try:
+            with opened as handle, part.open("wb") as copy:
+                received = 0
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    received += len(chunk)
+                    if received > MAX_BYTES:
+                        raise ConfigError(
+                            f"{source} is larger than {MAX_BYTES >> 20} MiB, more than any pinned file",
+                            "import the downloaded file itself",
+                        )
+                    digest.update(chunk)
+                    copy.write(chunk)
+            actual = digest.hexdigest()
+            if actual not in known:
+                return None
+            with self.cache.lock(actual):
+                if not self.cache.has_blob(actual):
+                    self.cache.put_blob(part, actual)
+            return actual, known[actual]
+        finally:
+            part.unlink(missing_ok=True)
 
 
 def _bounded(received: int) -> int:

@@ -97,3 +97,26 @@ def test_a_body_larger_than_any_download_is_cut_off(
     assert cache_is_clean(tmp_path)
     with pytest.raises(FetchError, match="larger than"):
         downloader(tmp_path).fetch_unpinned("kube-router archive", [url], tmp_path / "source.tar")
+
+
+def test_importing_a_fifo_or_a_device_is_refused_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `fetch --import` of a FIFO waited forever; of /dev/zero it hashed forever.
+    import os
+
+    from kube_router_sctp import download
+    from kube_router_sctp.errors import ConfigError
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(ConfigError, match="is not a regular file"):
+            downloader(tmp_path).import_file(path, {SHA: "ipvsadm"})
+    monkeypatch.setattr(download, "MAX_BYTES", 10)
+    big = tmp_path / "big"
+    big.write_bytes(BODY)
+    with pytest.raises(ConfigError, match="larger than"):
+        downloader(tmp_path).import_file(big, {SHA: "ipvsadm"})
+    assert cache_is_clean(tmp_path)
+    monkeypatch.setattr(download, "MAX_BYTES", 4 << 30)
+    assert downloader(tmp_path).import_file(big, {SHA: "ipvsadm"}) == (SHA, "ipvsadm")
+    assert (tmp_path / "cache" / "blobs" / "sha256" / SHA).read_bytes() == BODY
