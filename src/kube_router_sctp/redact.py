@@ -22,16 +22,20 @@ MASK = "***"
 # authority. Only '/', '?', '#' and ASCII white space end it here (a URL is one word in a
 # line); quotes, '<', '>' and Unicode spaces such as U+00A0 are valid in a password and
 # must not end the match early and leave the rest of the password in the clear.
+# The scheme is bounded (schemes are short): unbounded, it ran to the end of a long line
+# from every word start, and redacting one 100 KB line took minutes.
 _USERINFO_RE = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@ \t\r\n\f\v]+(?:@[^/?#@ \t\r\n\f\v]+)*)@"
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<userinfo>[^/?#@ \t\r\n\f\v]+(?:@[^/?#@ \t\r\n\f\v]+)*)@"
 )
 _AUTHORITY_USERINFO_RE = re.compile(r"(?P<scheme>://)[^/?#]*@")
 # A query (or fragment) parameter is secret when its name merely *contains* one of these:
 # X-Amz-Security-Token, oauth_token, sessionid, pwd, apiKey, client_secret, sig...
-_QUERY_KEYS = r"[\w.~-]*?(?:token|secret|pass|pwd|sig|key|auth|cred|session|jwt|bearer)[\w.~-]*"
-_QUERY_RE = re.compile(rf"(?i)(?P<key>[?&;#](?:{_QUERY_KEYS})=)[^&#\s'\"<>]+")
+# A parameter name is at most 64 name characters: matched first, judged after, so that
+# the match stays linear however long the line (a name pattern with a keyword inside
+# backtracked quadratically over a line of "keykeykey…").
+_QUERY_RE = re.compile(r"(?P<key>[?&;#](?P<name>[\w.~-]{1,64})=)[^&#\s'\"<>]+")
+_SECRET_QUERY_KEY_RE = re.compile(r"(?i)token|secret|pass|pwd|sig|key|auth|cred|session|jwt|bearer")
 _HEADER_RE = re.compile(r"(?i)(authorization|password|token|auth)(\"?\s*[=:]\s*\"?(?:basic |bearer )?)[^\s\"',}&]+")
-_SECRET_QUERY_KEY_RE = re.compile(rf"(?i)^(?:{_QUERY_KEYS})$")
 MIN_SECRET = 4  # shorter registered values would mask ordinary words
 TOKEN_LENGTH = 16  # a user name this long with no password is taken for a token (a name is no secret)
 
@@ -61,7 +65,7 @@ def register_url(url: str) -> None:
     elif username and len(username) >= TOKEN_LENGTH:
         register(username)  # a long user-info alone is the token itself (https://TOKEN@host)
     for key, value in query:
-        if _SECRET_QUERY_KEY_RE.match(key):
+        if _SECRET_QUERY_KEY_RE.search(key):
             register(value)
 
 
@@ -82,6 +86,10 @@ def register_values(value: Any) -> None:
                     register_url(word)
 
 
+def _secret_query(match: re.Match[str]) -> bool:
+    return bool(_SECRET_QUERY_KEY_RE.search(match["name"]))
+
+
 def has_credentials(url: str) -> bool:
     """Whether a URL (or a GOPROXY-style list of them) carries user-info or a secret query,
     as urlsplit (and so every client) reads it, not only as the patterns spell it."""
@@ -92,7 +100,7 @@ def has_credentials(url: str) -> bool:
             return True  # not even a URL: never rendered as one
         if "@" in netloc:
             return True
-    return bool(_USERINFO_RE.search(url) or _QUERY_RE.search(url))
+    return bool(_USERINFO_RE.search(url) or any(_secret_query(m) for m in _QUERY_RE.finditer(url)))
 
 
 def value(text: str) -> str:
@@ -107,7 +115,7 @@ def redact(text: str) -> str:
     if not text:
         return text
     text = _USERINFO_RE.sub(lambda m: f"{m['scheme']}{MASK}@", text)
-    text = _QUERY_RE.sub(lambda m: f"{m['key']}{MASK}", text)
+    text = _QUERY_RE.sub(lambda m: f"{m['key']}{MASK}" if _secret_query(m) else m[0], text)
     text = _HEADER_RE.sub(rf"\1\2{MASK}", text)
     for secret in sorted(_registered, key=len, reverse=True):
         if secret in text:

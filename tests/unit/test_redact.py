@@ -42,3 +42,20 @@ def test_has_credentials() -> None:
     assert redact.has_credentials("https://u:p@proxy.example")
     assert redact.has_credentials("https://proxy.example/?access_token=x,direct")
     assert not redact.has_credentials("https://proxy.golang.org,direct")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("line", ["a-" * 100_000, "x." * 100_000 + "://", "w+" * 100_000 + "@"])
+def test_a_long_line_is_redacted_in_linear_time(line: str) -> None:
+    # The scheme's '[a-zA-Z0-9+.-]*' ran to the end of the line from every word start: a
+    # 100 KB line of build output or a refused value took minutes (quadratic). A bound on
+    # a hang, not a speed goal: linear time is milliseconds here.
+    assert redact.redact(line) == line
+    assert redact.value(line) == line
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("line", ["?" + "key" * 50_000, "#" + "pass" * 40_000 + "x", "&" + "a" * 100_000 + "token"])
+def test_a_long_query_is_redacted_in_linear_time(line: str) -> None:
+    assert redact.redact(line) == line  # no '=': nothing to hide, and no backtracking
+    assert redact.redact(line + "&api_key=v1&x=1").endswith("&api_key=***&x=1")
