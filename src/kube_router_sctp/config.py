@@ -243,9 +243,9 @@ def host_go_proxy(env: Mapping[str, str] = os.environ) -> tuple[str | None, str]
     """GOPROXY from the environment, else from ``go env`` when Go is installed; and where from.
 
     Go is asked in a scratch directory that it takes for its config directory and working
-    directory, with the user's own ``go env`` file named explicitly: it then reads what it
-    would read, but its telemetry counters go to the scratch (not ~/.config/go), and no
-    go.mod or go.work where the tool runs can make it fetch a toolchain."""
+    directory, with the user's own ``go env`` file named explicitly and telemetry off: it
+    then reads what it would read, writes no counters (not to ~/.config/go, nor anywhere),
+    and no go.mod or go.work where the tool runs can make it fetch a toolchain."""
     if env.get("GOPROXY"):
         return env["GOPROXY"], "GOPROXY"
     go = shutil.which("go", path=env.get("PATH"))
@@ -255,6 +255,11 @@ def host_go_proxy(env: Mapping[str, str] = os.environ) -> tuple[str | None, str]
     goenv = env.get("GOENV") or f"{env.get('XDG_CONFIG_HOME') or home + '/.config'}/go/env"
     try:
         with tempfile.TemporaryDirectory(prefix="kube-router-sctp-go-") as scratch:
+            # Telemetry off in the scratch config: else go starts a child that writes its
+            # counters there after go has exited, and the scratch outlives its removal.
+            mode = Path(scratch) / "go" / "telemetry" / "mode"
+            mode.parent.mkdir(parents=True)
+            mode.write_text("off\n")
             run_env = {
                 **env,
                 "HOME": scratch,

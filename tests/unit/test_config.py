@@ -178,10 +178,16 @@ zip-sha256 = "{"a" * 64}"
     assert "kube-router.vendor-restore" in caught.value.one_line()
 
 
-def test_asking_go_for_its_proxy_writes_nothing(tmp_path: Path) -> None:
+def test_asking_go_for_its_proxy_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # `go env GOPROXY` counts itself in <config dir>/go/telemetry, and may fetch a toolchain
     # a go.mod in the working directory asks for: `config` wrote outside the cache on every
-    # run (~/.config/go/telemetry, or $XDG_CONFIG_HOME/go wherever that pointed).
+    # run (~/.config/go/telemetry, or $XDG_CONFIG_HOME/go wherever that pointed); and a
+    # scratch config directory alone is not enough: go's telemetry child refilled it in
+    # /tmp after it was removed.
+    import os
+    import tempfile
+    import time
+
     from tests.support import env as support
 
     go = support.require_binary("go", "golang-go")
@@ -189,10 +195,15 @@ def test_asking_go_for_its_proxy_writes_nothing(tmp_path: Path) -> None:
     home.mkdir()
     (cfg / "go").mkdir(parents=True)
     (cfg / "go" / "env").write_text("GOPROXY=https://goenv.example/mod\n")
-    variables = {"HOME": str(home), "XDG_CONFIG_HOME": str(cfg), "PATH": f"{Path(go).parent}:/usr/bin:/bin"}
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("GO")}  # as the tool runs
+    variables |= {"HOME": str(home), "XDG_CONFIG_HOME": str(cfg), "PATH": f"{Path(go).parent}:/usr/bin:/bin"}
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     assert config.host_go_proxy(variables) == ("https://goenv.example/mod", "go env GOPROXY")  # the user's go env
+    time.sleep(2)  # go's telemetry child, when it runs at all, writes after go itself has exited
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
-        "cfg", "cfg/go", "cfg/go/env", "home"
+        "cfg", "cfg/go", "cfg/go/env", "home", "tmp"
     ]  # fmt: skip
 
 
