@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from kube_router_sctp.cache import Cache, default_root
 from kube_router_sctp.errors import PipelineError
-from kube_router_sctp.vm import dockerhost, kernel
+from kube_router_sctp.vm import dockerhost
+from kube_router_sctp.vm.kernel import resolve as kernel_files
 
 
 def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -70,37 +71,17 @@ def main(
     build_only: bool,
     rebuild: bool,
 ) -> None:
-    sys.exit(
-        _run(
-            kernel, modules, cache_dir, mirror, memory, cpus, port, boot_timeout, insecure_registry, build_only, rebuild
-        )
-    )
-
-
-def _run(
-    kernel_spec: str | None,
-    modules_dir: Path | None,
-    cache_dir: Path | None,
-    mirror: str | None,
-    memory: int,
-    cpus: int,
-    port: int | None,
-    boot_timeout: float,
-    insecure_registry: tuple[str, ...],
-    build_only: bool,
-    rebuild: bool,
-) -> int:
     cache = Cache(cache_dir or default_root())
     try:
-        files = kernel.resolve(kernel_spec, modules_dir, cache) if kernel_spec else dockerhost.debian_kernel(cache)
+        files = kernel_files(kernel, modules, cache) if kernel else dockerhost.debian_kernel(cache)
         disk = dockerhost.build_disk(cache, mirror=mirror, rebuild=rebuild)
-        modules = dockerhost.modules_disk(files, cache)
+        modules_disk = dockerhost.modules_disk(files, cache)
         if build_only:
             print(
-                f"disk: {disk.disk} (built in {disk.build_seconds:.0f}s), modules of {files.version}: {modules}",
+                f"disk: {disk.disk} (built in {disk.build_seconds:.0f}s), modules of {files.version}: {modules_disk}",
                 file=sys.stderr,
             )
-            return 0
+            sys.exit(0)
         signal.signal(signal.SIGTERM, _stop)
         insecure = insecure_registry or tuple(dockerhost.DEFAULT_INSECURE)
         with dockerhost.docker_host(
@@ -118,13 +99,13 @@ def _run(
             while host.guest.running():
                 time.sleep(1)
             print(f"the VM stopped by itself: {host.guest.console_tail(5)}", file=sys.stderr)
-            return 1
+            sys.exit(1)
     except PipelineError as exc:
         print(f"vm-docker-host: error: {exc.one_line()}", file=sys.stderr)
-        return int(exc.exit_code)
+        sys.exit(int(exc.exit_code))
     except KeyboardInterrupt:
         print("stopped; the VM is gone", file=sys.stderr)
-        return 0
+        sys.exit(0)
 
 
 if __name__ == "__main__":
