@@ -5,6 +5,13 @@ search starts at the line the hunk names and widens outwards (so one series can 
 several releases whose files moved a little), never before the previous hunk. Failure
 names the patch, the file and the hunk. Nothing is written here: the caller receives the
 new contents and decides where they go.
+
+Why not ``git apply`` (which applies as strictly, and is the oracle this module is tested
+against in tests/unit/test_unidiff_oracle.py): it writes into the tree itself, and the tree
+is hostile input here (a fork's symlinks, a mirror's odd modes). This module only
+computes contents; every byte lands through :class:`safefs.Beneath`, which cannot leave
+the destination, and ``check-patches`` gets a per-hunk verdict without a scratch copy of
+each release's tree. GNU ``patch`` is worse on both counts (fuzz by default).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Linters run as tests, so CI fails on them: ruff, mypy, actionlint, zizmor, hadolint,
-and shellcheck on the shell that runs inside the guests (resources/guest/).
+and shellcheck on the shell that runs inside the guests (resources/guest/) and on the host
+(.ci/run, scripts/*.sh).
 
 Each Python-side tool is a pinned PyPI package of the project's test extra; shellcheck
 is Debian's (scripts/setup-host.sh installs it). A deliberately broken workflow,
@@ -150,6 +151,16 @@ def test_guest_scripts_are_files_and_shellcheck_clean() -> None:
     }
     # POSIX sh: the guests run busybox's or dash's sh, never bash.
     result = run(shellcheck(), "--shell=sh", "--severity=style", *map(str, GUEST_SCRIPTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+HOST_SCRIPTS = [PROJECT / ".ci" / "run", *sorted((PROJECT / "scripts").glob("*.sh"))]
+
+
+def test_host_scripts_are_shellcheck_clean() -> None:
+    """The shell that runs on the host (CI's entry point, the host set-up) is bash."""
+    assert len(HOST_SCRIPTS) >= 2
+    result = run(shellcheck(), "--shell=bash", "--severity=style", *map(str, HOST_SCRIPTS))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

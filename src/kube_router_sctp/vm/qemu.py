@@ -77,6 +77,7 @@ _STALL_RE = re.compile(
     r"(rcu: INFO: rcu_\w+ (?:self-)?detected stalls?|rcu_\w+ self-detected stall|watchdog: BUG: soft lockup)"
 )
 _PANIC_RE = re.compile(r"Kernel panic - not syncing:?(.*)")
+_CONSOLE_OVERLAP = 512  # longer than any line the two patterns above need
 
 
 def qemu_binary(arch: str = "x86_64") -> str:
@@ -138,6 +139,13 @@ class Guest:
         self.stderr_file = workdir / f"{name}.qemu.log"
         self._process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        # check_alive runs every few hundred milliseconds for the life of a guest whose
+        # console grows to megabytes: it reads only what is new since its last look,
+        # keeping a short overlap so a line split across two reads still matches.
+        self._console_seen = 0
+        self._console_carry = ""
+        self._stall: str | None = None
+        self._panic: str | None = None
 
     # -- command line -----------------------------------------------------------------
     def command(self) -> list[str]:
@@ -195,6 +203,7 @@ class Guest:
             raise VMError(f"{self.name} is already running", "stop it first")
         for path in (self.console_log, self.status_file):
             path.write_bytes(b"")
+        self._console_seen, self._console_carry, self._stall, self._panic = 0, "", None, None
         command = self.command()
         log.info(f"{self.name}: {' '.join(command)}")
         with self.stderr_file.open("wb") as stderr:
@@ -237,12 +246,11 @@ class Guest:
 
     def check_alive(self, what: str, *, allow_exit: bool = False) -> None:
         """Raise VMError when QEMU died, or the guest panicked or stalled."""
-        console = self.console()
-        stall = _STALL_RE.search(console)
-        if stall:
+        self._scan_console()
+        if self._stall is not None:
             self.stop()
             raise VMError(
-                f"{self.name} stalled before it could {what} (guest reports: {stall[1]})",
+                f"{self.name} stalled before it could {what} (guest reports: {self._stall})",
                 "boot again from a pristine disk; if it repeats, give the VM more memory or fewer busy neighbours",
             )
         if self._process is None:
@@ -250,9 +258,13 @@ class Guest:
         code = self._process.poll()
         if code is None or allow_exit:
             return
-        panic = _PANIC_RE.search(console)
-        if panic:
-            raise VMError(f"{self.name}'s kernel panicked: {panic[1].strip()}", "see the guest console above")
+        # QEMU is gone, so the console is final: one whole read settles a panic line
+        # that the incremental scan saw only partly.
+        panic = self._panic
+        if panic is None and (final := _PANIC_RE.search(self.console())):
+            panic = final[1].strip()
+        if panic is not None:
+            raise VMError(f"{self.name}'s kernel panicked: {panic}", "see the guest console above")
         said = self.qemu_error() or self.console_tail(1)
         raise VMError(
             f"QEMU exited with status {code} before {self.name} could {what} ({said})",
@@ -281,6 +293,24 @@ class Guest:
         self.stop()
 
     # -- what the guest said ----------------------------------------------------------
+    def _scan_console(self) -> None:
+        """Look for a stall or a panic in what the console gained since the last look."""
+        try:
+            with self.console_log.open("rb") as console:
+                console.seek(self._console_seen)
+                new = console.read()
+        except FileNotFoundError:
+            return
+        if not new:
+            return
+        self._console_seen += len(new)
+        text = self._console_carry + new.decode(errors="replace").replace("\r\n", "\n")
+        if self._stall is None and (stall := _STALL_RE.search(text)):
+            self._stall = stall[1]
+        if self._panic is None and (panic := _PANIC_RE.search(text)) and "\n" in text[panic.end() :]:
+            self._panic = panic[1].strip()
+        self._console_carry = text[-_CONSOLE_OVERLAP:]
+
     def console(self) -> str:
         try:
             return self.console_log.read_bytes().decode(errors="replace").replace("\r\n", "\n")
