@@ -1,4 +1,4 @@
-"""Two clean builds (no layer cache) of the same inputs give byte-identical binaries."""
+"""A build with no layer cache gives byte-identical binaries to the shared (cached) one."""
 
 from __future__ import annotations
 
@@ -13,10 +13,15 @@ pytestmark = [pytest.mark.docker, pytest.mark.upstream, pytest.mark.slow]
 BINARIES = ("usr/local/bin/kube-router", "usr/local/bin/gobgp", "usr/local/sbin/ipvsadm")
 
 
-def clean_build(v032_debian_args: list[str]) -> str:
-    result = env.run_cli("build", *v032_debian_args, "--no-cache", "-q", timeout=3600)
+def clean_build(v032_debian_args: list[str]) -> tuple[str, str]:
+    """A build with no layer cache, under a repository name of its own so the shared
+    build's tag and its cached layers stay as they were; returns (reference, image id)."""
+    result = env.run_cli(
+        "build", *v032_debian_args, "--image-name", "kube-router-reprotest", "--no-cache", "-q", timeout=3600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.split()[1]  # the image id
+    reference, image_id = result.stdout.split()[:2]
+    return reference, image_id
 
 
 def digests(image: str, dest: Path) -> dict[str, str]:
@@ -30,15 +35,19 @@ def digests(image: str, dest: Path) -> dict[str, str]:
     return out
 
 
-def test_two_clean_builds_give_identical_binaries(tmp_path: Path, v032_debian_args: list[str]) -> None:
+def test_a_clean_build_gives_the_binaries_of_the_shared_build(
+    tmp_path: Path, debian_image: str, v032_debian_args: list[str]
+) -> None:
+    """The shared build's layers were themselves a clean build once (on this machine or
+    wherever the cache was filled); a build now, with no cache at all, must give the
+    same bytes. One clean build instead of two: same claim, half the CI time."""
     engine = env.docker_engine()
     before = engine.image_ids()
-    first_image = clean_build(v032_debian_args)
-    first_build = engine.image_ids(dangling=True) - before  # the first build's stages
+    reference, clean_image = clean_build(v032_debian_args)
+    stages = engine.image_ids(dangling=True) - before
     try:
-        first = digests(first_image, tmp_path / "one")
-        second = digests(clean_build(v032_debian_args), tmp_path / "two")
-        assert first == second
+        assert digests(clean_image, tmp_path / "clean") == digests(debian_image, tmp_path / "shared")
     finally:
-        # The second build's layers stay as the build cache; the first's are garbage.
-        engine.remove_unused(first_build | ({first_image} & engine.image_ids(dangling=True)))
+        # The clean build is garbage afterwards: its tag, its image and its stages.
+        engine.remove_unused([reference])
+        engine.remove_unused(stages | ({clean_image} - before))
