@@ -4,6 +4,8 @@ Layout under the cache root::
 
     blobs/sha256/<hex>     a downloaded file, stored under the sha256 of its bytes
     trees/<digest>/        an exported source tree, stored under its tree digest
+    index/<kind>/<key>     what a name stands for, as a small JSON file: for Go modules
+                           (``gomod``), module@version's .mod or .zip -> its blob and h1
     tmp/                   work in progress; never read as a result
     locks/                 one lock file per entry, so concurrent pipelines cooperate
 
@@ -46,6 +48,9 @@ class Cache:
 
     def tree_path(self, digest: str) -> Path:
         return self._dir("trees") / digest
+
+    def index_path(self, kind: str, key: str) -> Path:
+        return self._dir("index", kind) / key
 
     def tmp_dir(self) -> Path:
         return self._dir("tmp")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ class _Mismatch(Exception):
         self.actual = actual
 
 
+# Checks a downloaded file the caller can verify but not pin by sha256 (a Go module
+# against go.sum's h1): None when it is good, else what is wrong with it.
+Verifier = Callable[[Path], str | None]
+
+
 class Downloader:
     def __init__(
         self,
@@ -69,6 +75,7 @@ class Downloader:
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self.bytes_downloaded = 0
+        self._count_lock = threading.Lock()  # module files are fetched by several threads
 
     def fetch(self, name: str, sha256: str, urls: Sequence[str], hint: str = "") -> Downloaded:
         """Return the cached file with this sha256, downloading it from ``urls`` if needed."""
@@ -93,15 +100,47 @@ class Downloader:
         itself, as kube-router archives are verified by the digest of the tree they hold."""
         if self.offline:
             raise FetchError(f"{name} is not in the cache and --offline forbids downloading", hint)
-        url, size, _ = self._first_good(name, urls, None, lambda _attempt: dest, hint)
+        url, size, _, _ = self._first_good(name, urls, None, lambda _attempt: dest, hint)
         return Downloaded(dest, "", url, size)
+
+    def fetch_verified(
+        self,
+        name: str,
+        urls: Sequence[str],
+        verify: Verifier,
+        *,
+        what: str,
+        hint: str = "",
+        max_bytes: int | None = None,
+    ) -> Downloaded:
+        """Download a file no sha256 pins, accept it only if ``verify`` does, and cache it
+        under the sha256 of its bytes. The caller keeps its own index (name -> sha256) and
+        holds the lock for it; ``what`` names the reference in a mismatch (``go.sum's h1:…``).
+        Nothing is logged per file: the caller reports many files at once."""
+        if self.offline:
+            raise FetchError(f"{name} is not in the cache and --offline forbids downloading", hint)
+        token = f"{threading.get_ident()}-{time.monotonic_ns()}"
+
+        def part(attempt: int) -> Path:
+            return self.cache.tmp_dir() / f"verified-{token}.{attempt}.part"
+
+        url, size, done, actual = self._first_good(
+            name, urls, None, part, hint, verify=verify, what=what, max_bytes=max_bytes, progress=False
+        )
+        with self.cache.lock(actual):
+            if self.cache.has_blob(actual):
+                done.unlink(missing_ok=True)
+                path = self.cache.blob_path(actual)
+            else:
+                path = self.cache.put_blob(done, actual)
+        return Downloaded(path, actual, url, size)
 
     # -----------------------------------------------------------------------------
     def _download(self, name: str, sha256: str, urls: Sequence[str], hint: str) -> Downloaded:
         def part(attempt: int) -> Path:
             return self.cache.tmp_dir() / f"{sha256}.{attempt}.part"
 
-        url, size, done = self._first_good(name, urls, sha256, part, hint)
+        url, size, done, _ = self._first_good(name, urls, sha256, part, hint)
         path = self.cache.put_blob(done, sha256)
         log.info(f"{name}: downloaded {size} bytes from {url}, sha256 verified")
         return Downloaded(path, sha256, url, size)
@@ -113,16 +152,23 @@ class Downloader:
         sha256: str | None,
         part_for: Callable[[int], Path],
         hint: str,
-    ) -> tuple[str, int, Path]:
-        """Try each URL, retrying transient failures with backoff; return (url, size, file)
-        of the first complete download. Every failed attempt's file is removed at once."""
+        *,
+        verify: Verifier | None = None,
+        what: str = "",
+        max_bytes: int | None = None,
+        progress: bool = True,
+    ) -> tuple[str, int, Path, str]:
+        """Try each URL, retrying transient failures with backoff; return (url, size, file,
+        sha256) of the first complete download that matches ``sha256`` or passes ``verify``.
+        Every failed attempt's file is removed at once."""
         failures: list[str] = []
         mismatch: tuple[str, str] | None = None
         for url in urls:
             for attempt in range(1, self.attempts + 1):
                 part = part_for(attempt)
                 try:
-                    size = self._stream(url, part, name, sha256)
+                    size, actual = self._stream(url, part, name, sha256, max_bytes, progress)
+                    _check(part, verify)
                 except _Transient as exc:
                     part.unlink(missing_ok=True)
                     if attempt < self.attempts:
@@ -139,7 +185,8 @@ class Downloader:
                 except _Mismatch as exc:
                     part.unlink(missing_ok=True)
                     mismatch = (url, exc.actual)
-                    log.warn(f"{name}: checksum mismatch from {url} (got {exc.actual}); discarded")
+                    kind = "checksum mismatch" if verify is None else "mismatch"
+                    log.warn(f"{name}: {kind} from {url} ({exc.actual}); discarded")
                     break
                 except OSError as exc:
                     part.unlink(missing_ok=True)
@@ -149,7 +196,13 @@ class Downloader:
                 except BaseException:
                     part.unlink(missing_ok=True)
                     raise
-                return url, size, part
+                return url, size, part, actual
+        if mismatch is not None and verify is not None:
+            url, problem = mismatch
+            raise VerificationError(
+                f"{name} from {url} does not match {what}: {problem}; nothing was cached",
+                "the proxy serves a different file than the source's go.sum pins: fix or change the proxy",
+            )
         if mismatch is not None:
             url, actual = mismatch
             raise VerificationError(
@@ -162,20 +215,25 @@ class Downloader:
             hint or "configure a reachable mirror, or use --offline with a filled cache",
         )
 
-    def _stream(self, url: str, part: Path, name: str, sha256: str | None) -> int:
+    def _stream(
+        self, url: str, part: Path, name: str, sha256: str | None, max_bytes: int | None = None, progress: bool = True
+    ) -> tuple[int, str]:
+        """Stream ``url`` into ``part``; return (size, sha256)."""
         digest = hashlib.sha256()
         scheme = urlsplit(url).scheme
         if scheme == "file":
             source = Path(unquote(urlsplit(url).path))
             if not source.is_file():
                 raise _Permanent("no such file")
+            if max_bytes is not None and source.stat().st_size > max_bytes:
+                raise _Permanent(f"more than the {max_bytes >> 20} MiB allowed")
             with source.open("rb") as src, part.open("wb") as dst:
                 received = 0
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     received = _bounded(received + len(chunk))
                     digest.update(chunk)
                     dst.write(chunk)
-            return self._finish(part, digest.hexdigest(), sha256)
+            return self._finish(part, digest.hexdigest(), sha256), digest.hexdigest()
         try:
             response = self.session.get(url, stream=True, timeout=self.timeout)
         except requests.TooManyRedirects as exc:
@@ -193,7 +251,9 @@ class Downloader:
                 raise _Permanent(f"HTTP {response.status_code}")
             expected = response.headers.get("Content-Length")
             total = int(expected) if expected and expected.isdigit() else None
-            progress = log.Progress(name, total)
+            if max_bytes is not None and total is not None and total > max_bytes:
+                raise _Permanent(f"{total} bytes, more than the {max_bytes >> 20} MiB allowed")
+            bar = log.Progress(name, total) if progress else None
             received = 0
             try:
                 with part.open("wb") as dst:
@@ -201,17 +261,22 @@ class Downloader:
                         received = _bounded(received + len(chunk))
                         digest.update(chunk)
                         dst.write(chunk)
-                        self.bytes_downloaded += len(chunk)
-                        progress.advance(len(chunk))
+                        with self._count_lock:
+                            self.bytes_downloaded += len(chunk)
+                        if bar is not None:
+                            bar.advance(len(chunk))
+                        if max_bytes is not None and received > max_bytes:
+                            raise _Permanent(f"more than the {max_bytes >> 20} MiB allowed")
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise _Transient(_describe(exc)) from exc
             except requests.exceptions.ChunkedEncodingError as exc:
                 raise _Transient("connection broken mid-body") from exc
             finally:
-                progress.close()
+                if bar is not None:
+                    bar.close()
             if total is not None and received != total:
                 raise _Transient(f"truncated body ({received} of {total} bytes)")
-        return self._finish(part, digest.hexdigest(), sha256)
+        return self._finish(part, digest.hexdigest(), sha256), digest.hexdigest()
 
     @staticmethod
     def _finish(part: Path, actual: str, sha256: str | None) -> int:
@@ -262,6 +327,12 @@ def _bounded(received: int) -> int:
     if received > MAX_BYTES:
         raise _Permanent(f"larger than {MAX_BYTES >> 20} MiB, more than any file this tool downloads")
     return received
+
+
+def _check(part: Path, verify: Verifier | None) -> None:
+    problem = verify(part) if verify is not None else None
+    if problem is not None:
+        raise _Mismatch(problem)
 
 
 def _describe(exc: Exception) -> str:
