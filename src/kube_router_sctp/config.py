@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 import tomllib
@@ -237,6 +238,19 @@ def host_debian_mirror(apt_dir: Path = aptsources.APT_DIR) -> str | None:
     """The first Debian archive URL in the host's apt sources (deb822 or one-line format)."""
     mirror = aptsources.debian_mirror(apt_dir)
     return mirror if mirror and mirror.startswith(("http://", "https://")) else None
+
+
+# Where distributions keep the system trust store (Debian/Ubuntu, Fedora/RHEL, Alpine/macOS).
+_TRUST_STORES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
+
+
+def host_ca_bundle() -> Path | None:
+    """The host's system trust store: what builder stages use for HTTPS when the user named
+    no CA bundle (a site's own CA is usually in it already)."""
+    for candidate in (ssl.get_default_verify_paths().cafile, *_TRUST_STORES):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
 
 
 def host_go_proxy(env: Mapping[str, str] = os.environ) -> tuple[str | None, str]:

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .fetch import GoModules
+from .gomodules import external_imports, go_mod_module, proxy_members, zip_tree
 from .patch import PatchedTree
 from .plan import Plan
 from .render import Rendered, dumps
@@ -49,12 +51,20 @@ def _members(
     ipvsadm: Path | None,
     go_toolchain: Path | None,
     binaries: Path | None,
+    modules: GoModules | None,
 ) -> Iterator[Member]:
     """(name in context, content, mode) in a stable order."""
     yield "Dockerfile", rendered.dockerfile.encode(), 0o644
     yield "provenance.json", dumps(rendered.provenance).encode(), 0o644
     if patched is not None:
         yield from tree_members(patched, "kube-router/")
+        if plan.line.layout == "modules" and binaries is None:
+            yield "kube-router-imports.txt", _imports(patched), 0o644
+    if modules is not None:
+        yield from proxy_members(modules.files, "gomod/")
+        if modules.gobgp is not None:
+            gobgp = modules.gobgp
+            yield from zip_tree(gobgp.zip, gobgp.module, gobgp.version, "gobgp/")
     if ipvsadm is not None:
         yield f"ipvsadm/{plan.ipvsadm.name}", ipvsadm, 0o644
         for patch in plan.ipvsadm_knowledge.patches:
@@ -64,9 +74,17 @@ def _members(
     if binaries is not None:
         for name in ("kube-router", "gobgp"):
             yield f"bin/{name}", binaries / name, 0o755
-    ca_bundle = plan.settings.mirrors.ca_bundle
-    if rendered.ca_bundle and ca_bundle is not None:
-        yield "certs/ca-bundle.crt", ca_bundle, 0o644
+    if rendered.ca_bundle is not None:
+        yield "certs/ca-bundle.crt", rendered.ca_bundle, 0o644
+
+
+def _imports(patched: PatchedTree) -> bytes:
+    """The packages kube-router's source imports from other modules, one a line: the list
+    the builder compiles ahead of the source (its own layer, cached across releases)."""
+    go_mod = patched.read("go.mod") or b""
+    module = go_mod_module(go_mod.decode("utf-8", "replace")) or ""
+    sources = ((rel, item.data) for rel, item in patched.contents() if rel.endswith(".go") and item.link is None)
+    return "".join(f"{path}\n" for path in external_imports(sources, module)).encode()
 
 
 def write_tar(dest: Path, members: Iterable[Member], mtime: int) -> Context:
@@ -118,8 +136,10 @@ def write(
     ipvsadm: Path | None = None,
     go_toolchain: Path | None = None,
     binaries: Path | None = None,
+    modules: GoModules | None = None,
 ) -> Context:
-    """The build context; with only ``go_toolchain`` it serves the go-toolchain stage alone,
-    with ``binaries`` (a directory holding kube-router and gobgp) one platform's image."""
-    members = _members(plan, rendered, patched, ipvsadm, go_toolchain, binaries)
+    """The build context; with only ``go_toolchain`` it serves the package stages alone
+    (what is built with the network), with ``binaries`` (a directory holding kube-router
+    and gobgp) one platform's image, with ``modules`` the Go stages' module proxy."""
+    members = _members(plan, rendered, patched, ipvsadm, go_toolchain, binaries, modules)
     return write_tar(dest, members, rendered.source_date_epoch)

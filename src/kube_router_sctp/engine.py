@@ -233,6 +233,14 @@ class Engine:
         with _calling(f"cannot tag {image[:19]} as {repository}:{tag}"):
             self.api.tag(image, repository, tag, force=True)
 
+    def untag(self, reference: str) -> None:
+        """Remove one tag; the image stays while other tags or child layers use it."""
+        try:
+            self.api.remove_image(reference, force=False, noprune=True)
+        except _SDK_ERRORS as exc:
+            if _status(exc) not in (404, 409):
+                log.warn(f"could not remove the tag {reference}: {_short(exc)}")
+
     def remove_image(self, reference: str) -> None:
         try:
             self.api.remove_image(reference, force=True, noprune=False)
@@ -249,11 +257,15 @@ class Engine:
         nocache: bool = False,
         platform: str | None = None,
         target: str | None = None,
+        network_mode: str | None = None,
+        cache_from: list[str] | None = None,
         on_output: Callable[[str], None] = log.stream,
     ) -> str:
         """Build from a prepared context tar; return the image id. The daemon's output
         goes to ``on_output`` (the log file, and the terminal with ``-v``); each step is
-        one line with its time."""
+        one line with its time. ``network_mode="none"`` runs every step without a network;
+        ``cache_from`` limits the layer cache to those images' layers (the classic
+        builder's rule)."""
         step = "(before the first step)"
         image_id: str | None = None
         last_lines: list[str] = []
@@ -271,6 +283,8 @@ class Engine:
                     decode=True,
                     platform=platform,
                     target=target,
+                    network_mode=network_mode,
+                    cache_from=cache_from,
                 )
                 for event in stream:
                     if "stream" in event:
@@ -606,8 +620,23 @@ def _short(exc: BaseException) -> str:
     return redact(text[-1] if text else type(exc).__name__)[:300]
 
 
+_CERTIFICATE_TROUBLE = (
+    "x509:",
+    "certificate signed by unknown authority",
+    "certificate verification failed",
+    "certificate verify failed",
+    "server certificate verification failed",
+)
+
+
 def _build_hint(detail: str) -> str:
     lowered = detail.lower()
+    if any(word in lowered for word in _CERTIFICATE_TROUBLE):
+        return (
+            "a builder stage could not verify a TLS certificate: point --ca-bundle (mirrors.ca-bundle, "
+            "KUBE_ROUTER_SCTP_CA_BUNDLE) at the CA bundle that signs your mirror or proxy (default: the "
+            "host's trust store)"
+        )
     if "no space left" in lowered:
         return "the daemon's disk is full: free space (docker system prune) and run again"
     if "pull access denied" in lowered or "manifest unknown" in lowered or "not found" in lowered:

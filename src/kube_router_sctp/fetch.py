@@ -1,4 +1,4 @@
-"""fetch stage: kube-router source, ipvsadm tarball and Go toolchain, all verified.
+"""fetch stage: kube-router source, ipvsadm tarball, Go toolchain and Go modules, all verified.
 
 kube-router is verified by the digest of its tree (one pin for a git export, a GitHub
 archive or a release tarball alike) and, for git sources, by the commit its tag names:
@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import archive, gitsource, goproxy, log
+from . import archive, gitsource, gomodules, goproxy, log
 from .cache import Cache, remove_tree
 from .download import Downloaded, Downloader
 from .errors import ConfigError, VerificationError
+from .gomodules import ModuleFile, ModuleStore
 from .goproxy import Restoration
+from .patch import PatchedTree
 from .plan import Pin, Plan
 from .treedigest import digest_tree
 
@@ -159,3 +161,82 @@ def go_toolchain(plan: Plan, downloader: Downloader) -> Downloaded | None:
 
 def run(plan: Plan, cache: Cache, downloader: Downloader) -> Fetched:
     return Fetched(kube_router(plan, cache, downloader), ipvsadm(plan, downloader), go_toolchain(plan, downloader))
+
+
+@dataclass(frozen=True)
+class GobgpModule:
+    module: str
+    version: str
+    zip: Path
+
+
+@dataclass(frozen=True)
+class GoModules:
+    """Every module file the Go stages read, verified and cached; gobgp's own zip."""
+
+    files: tuple[ModuleFile, ...]
+    gobgp: GobgpModule | None
+    bytes_downloaded: int
+
+    def record(self) -> dict[str, object]:
+        downloaded = [f for f in self.files if f.downloaded]
+        return {
+            "files": len(self.files),
+            "bytes": sum(f.size for f in self.files),
+            "downloaded_files": len(downloaded),
+            "bytes_downloaded": self.bytes_downloaded,
+            "gobgp": None if self.gobgp is None else f"{self.gobgp.module}@{self.gobgp.version}",
+            "modules": [f.record() for f in self.files],
+        }
+
+
+def _text(patched: PatchedTree, rel: str) -> str:
+    data = patched.read(rel)
+    if data is None:
+        raise VerificationError(f"the source tree has no {rel}", "the release line's layout says it has one")
+    return data.decode("utf-8", "replace")
+
+
+def go_modules(plan: Plan, patched: PatchedTree, cache: Cache, downloader: Downloader) -> GoModules | None:
+    """The module graphs the Go stages compile, from the patched tree's go.mod and go.sum:
+    kube-router's (module lines) and gobgp's own (every line that builds gobgp as a module,
+    at the version kube-router's go.mod requires). None for GOPATH lines (all vendored)."""
+    layout, gobgp = plan.line.layout, plan.line.gobgp
+    if layout != "modules" and gobgp.package is None:
+        return None
+    start = downloader.bytes_downloaded
+    store = ModuleStore(cache, downloader, goproxy.proxy_urls(plan.settings.mirrors.go_proxy))
+    sums = gomodules.parse_go_sum(_text(patched, "go.sum"), f"kube-router {plan.version} go.sum")
+    files: dict[tuple[str, str, str], ModuleFile] = {}
+    if layout == "modules":
+        files.update(((f.path, f.version, f.kind), f) for f in store.get_all(sums.values()))
+    module = None
+    if gobgp.package is not None:
+        requires = gomodules.go_mod_requires(_text(patched, "go.mod"))
+        found = gomodules.command_module(gobgp.package, requires)
+        if found is None:
+            raise ConfigError(
+                f"kube-router {plan.version}'s go.mod requires no module holding {gobgp.package}",
+                "fix the release line's gobgp package",
+            )
+        path, version, _ = found
+        if gobgp.version and gobgp.version != "go.mod":
+            version = gobgp.version
+        pinned = sums.get(f"{path}@{version}")
+        if pinned is None or pinned.zip_h1 is None:
+            raise ConfigError(
+                f"gobgp {path}@{version} has no go.sum line in kube-router {plan.version}: it cannot be verified",
+                'build the gobgp version kube-router requires (gobgp version = "go.mod")',
+            )
+        if path != gobgp.package.rpartition("/" + gobgp.command)[0]:
+            log.info(f"gobgp: kube-router {plan.version} requires {path}@{version}; building its {gobgp.command}")
+        zipped = store.get(path, version, "zip", pinned.zip_h1)
+        files[(path, version, "zip")] = zipped
+        own = gomodules.read_zip_file(zipped.blob, path, version, "go.sum")
+        if own is None:
+            raise VerificationError(f"{path}@{version} has no go.sum", "its dependencies cannot be verified")
+        own_sums = gomodules.parse_go_sum(own.decode("utf-8", "replace"), f"{path}@{version} go.sum")
+        files.update(((f.path, f.version, f.kind), f) for f in store.get_all(own_sums.values()))
+        module = GobgpModule(path, version, zipped.blob)
+    ordered = tuple(files[key] for key in sorted(files))
+    return GoModules(ordered, module, downloader.bytes_downloaded - start)

@@ -142,6 +142,38 @@ def go_mod_requires(text: str) -> dict[str, str]:
     return requires
 
 
+def go_mod_module(text: str) -> str | None:
+    """The ``module`` directive's path."""
+    for raw in text.splitlines():
+        words = raw.split("//", 1)[0].split()
+        if words[:1] == ["module"] and len(words) == 2:
+            return words[1].strip('"')
+    return None
+
+
+_COMMENT_RE = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
+_IMPORT_RE = re.compile(r"^import\s*(?:\((?P<block>[^)]*)\)|(?P<one>[^\n]*))", re.M)
+_QUOTED_RE = re.compile(r'"([^"\\\n]+)"')
+
+
+def external_imports(sources: Iterable[tuple[str, bytes]], module: str) -> list[str]:
+    """The packages outside ``module`` and the standard library that its non-test Go files
+    import (a superset: build constraints are not evaluated; the go command filters)."""
+    found: set[str] = set()
+    for rel, data in sources:
+        parts = rel.split("/")
+        skip = parts[0] == "vendor" or any(p in ("testdata",) or p[:1] in (".", "_") for p in parts[:-1])
+        if not rel.endswith(".go") or rel.endswith("_test.go") or skip:
+            continue
+        text = _COMMENT_RE.sub("", data.decode("utf-8", "replace"))
+        for match in _IMPORT_RE.finditer(text):
+            for path in _QUOTED_RE.findall(match["block"] or match["one"] or ""):
+                first = path.split("/", 1)[0]
+                if "." in first and path != module and not path.startswith(module + "/"):
+                    found.add(path)
+    return sorted(found)
+
+
 def command_module(package: str, requires: dict[str, str]) -> tuple[str, str, str] | None:
     """(module, version, subdirectory) of the required module that holds ``package``.
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .download import Downloaded, Downloader
+from .gomodules import escape
 from .errors import FetchError, VerificationError
 from .gitsource import MissingBlob, blob_id
 from .safefs import Beneath
@@ -28,13 +29,8 @@ def proxy_urls(go_proxy: str | None) -> list[str]:
     return [e.rstrip("/") for e in entries if e.startswith(("https://", "http://", "file://"))]
 
 
-def escape(module: str) -> str:
-    """Module path case-encoding of the proxy protocol (``Azure`` -> ``!azure``)."""
-    return "".join(f"!{c.lower()}" if c.isupper() else c for c in module)
-
-
 def module_zip(downloader: Downloader, go_proxy: str | None, module: str, version: str, sha256: str) -> Downloaded:
-    urls = [f"{base}/{escape(module)}/@v/{version}.zip" for base in proxy_urls(go_proxy)]
+    urls = [f"{base}/{escape(module)}/@v/{escape(version)}.zip" for base in proxy_urls(go_proxy)]
     return downloader.fetch(
         f"{module}@{version}.zip",
         sha256,

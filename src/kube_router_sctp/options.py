@@ -179,10 +179,10 @@ class Mirrors:
         "mirrors.ca-bundle",
         schema.Optional(_existing("file", "CA bundle", "point --ca-bundle at a PEM file")),
         "",
-        "CA bundle for HTTPS inside builder stages (never in the runtime image).",
+        "CA bundle for HTTPS inside builder stages (default: the host's trust store; never in the runtime image).",
         metavar="PEM",
-        unset="(none)",
-        doc="none",
+        unset="(the host's trust store)",
+        doc="the host's trust store, used only where a builder stage needs HTTPS",
     )
 
 

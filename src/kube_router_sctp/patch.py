@@ -115,6 +115,14 @@ class PatchedTree:
                     data, mode = tree.read_with_mode(rel)
                     yield rel, TreeFile(data, 0o755 if mode & stat.S_IXUSR else 0o644)
 
+    def read(self, rel: str) -> bytes | None:
+        """One file of the patched tree (``go.mod``), None if it has none; read through
+        ``safefs``, so a symlink (or a path through one) is refused, never followed."""
+        if rel in self.overlay:
+            return self.overlay[rel]
+        with Beneath(self.base, "source tree", "the cached tree is damaged: remove it from the cache") as tree:
+            return tree.read(rel)
+
     def materialize(self, dest: Path) -> None:
         """Write the patched tree to ``dest`` (for users and for Go checks): a new or empty
         directory, filled in a temporary sibling and renamed into place once its links

@@ -46,6 +46,14 @@ class Gobgp:
     package: str | None  # or build this module package ...
     version: str | None  # ... at this version ("go.mod": the one kube-router requires)
 
+    @property
+    def command(self) -> str:
+        """The package's directory inside its module (gobgp keeps its commands in cmd/)."""
+        if self.package is None:
+            return ""
+        _, sep, rest = self.package.partition("/cmd/")
+        return f"cmd/{rest}" if sep else ""
+
 
 @dataclass(frozen=True)
 class ReleaseLine:
@@ -292,6 +300,11 @@ def _link_line(line: ReleaseLine, index: int, go: Go, layers: schema.Layers) -> 
         raise at.child("gobgp").refuse(
             "names neither a directory nor a package and version (or both)",
             'write gobgp = { dir = "vendor/..." } or { package = "...", version = "go.mod" }',
+        )
+    if gobgp.package is not None and not gobgp.command:
+        raise at.child("gobgp").refuse(
+            f"names {gobgp.package}, not a command under cmd/ (gobgp is built from its own module's cmd/)",
+            'write package = "github.com/osrg/gobgp/v3/cmd/gobgp"',
         )
     linked = {}
     for family, spec in line.go.items():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,8 @@ from . import bases, context, fetch, log, patch, render, safefs, smokestage
 from .cache import Cache, remove_tree
 from .download import Downloader
 from .engine import Engine
-from .errors import ConfigError, RegistryError
-from .fetch import Fetched, KubeRouterTree
+from .errors import ConfigError, DockerError, RegistryError
+from .fetch import Fetched, GoModules, KubeRouterTree
 from .patch import PatchedTree
 from .plan import Plan
 from .render import BaseImages, Rendered
@@ -55,6 +57,7 @@ class Pipeline:
         self._fetched: Fetched | None = None
         self._tree: KubeRouterTree | None = None
         self._patched: PatchedTree | None = None
+        self._modules: tuple[GoModules | None] | None = None  # a 1-tuple once resolved
         self._bases: BaseImages | None = None
         self._rendered: Rendered | None = None
         self._built: Built | None = None
@@ -159,6 +162,29 @@ class Pipeline:
             self._patched = patched
         return self._patched
 
+    def go_modules(self) -> GoModules | None:
+        """The Go modules of the patched tree (and gobgp's), verified and cached on the host:
+        the Go stages build from them with the network off. None for GOPATH lines."""
+        if self._modules is None:
+            patched = self.patch()
+            start = time.monotonic()
+            with log.step("modules", f"Go modules of kube-router {self.plan.version} and gobgp"):
+                modules = fetch.go_modules(self.plan, patched, self.cache, self.downloader)
+                if modules is None:
+                    log.info("none: this release line vendors its dependencies")
+                else:
+                    fresh = [f for f in modules.files if f.downloaded]
+                    gobgp = f"{modules.gobgp.module}@{modules.gobgp.version}" if modules.gobgp else "from the tree"
+                    log.info(
+                        f"{len(modules.files)} module files, {sum(f.size for f in modules.files) / 1048576:.1f} MiB, "
+                        f"verified against go.sum: {len(fresh)} downloaded ({modules.bytes_downloaded} bytes), the "
+                        f"rest from the cache; gobgp {gobgp}"
+                    )
+            if modules is not None:
+                self.report.add("go_modules", modules.record(), time.monotonic() - start)
+            self._modules = (modules,)
+        return self._modules[0]
+
     def bases(self, resolve: bool = True) -> BaseImages:
         if self._bases is None:
             if resolve:
@@ -171,7 +197,7 @@ class Pipeline:
     def render(self, resolve_bases: bool = True) -> Rendered:
         if self._rendered is None:
             with log.step("render", "images/Dockerfile.j2"):
-                rendered = render.render(self.plan, self.bases(resolve_bases))
+                rendered = render.render(self.plan, self.bases(resolve_bases), gobgp_module=self._gobgp_module())
             self.report.add(
                 "render",
                 {
@@ -182,30 +208,127 @@ class Pipeline:
             self._rendered = rendered
         return self._rendered
 
+    def _gobgp_module(self) -> str | None:
+        modules = self._modules[0] if self._modules else None
+        return f"{modules.gobgp.module}@{modules.gobgp.version}" if modules and modules.gobgp else None
+
+    def _prepare(
+        self, prepare_ctx: Path, rendered: Rendered, platform: str | None, on_output: Callable[[str], None]
+    ) -> list[str]:
+        """Build the package stages (the only ones that may reach the network; with --offline
+        none may, so they must come from Docker's layer cache); return the tags of the
+        stage images, which the caller removes. --no-cache (online) builds each afresh."""
+        settings = self.plan.settings
+        stages = rendered.prepare_stages
+        fresh = settings.no_cache and not settings.offline
+        token = uuid.uuid4().hex[:12]
+        tags: list[str] = []
+        for index, stage in enumerate(stages):
+            if not settings.no_cache and stage != stages[-1]:
+                continue  # one build up to the last package stage builds them all
+            stage_tag = f"kube-router-sctp/prepared:{stage}-{token}"
+            try:
+                self.engine.build(
+                    prepare_ctx,
+                    stage_tag,
+                    platform=platform,
+                    target=stage,
+                    network_mode="none" if settings.offline else None,
+                    nocache=fresh and index == 0,
+                    cache_from=list(tags) if fresh and tags else None,
+                    on_output=on_output,
+                )
+            except DockerError as exc:
+                for made in tags:
+                    self.engine.untag(made)
+                if settings.offline:
+                    raise DockerError(
+                        f"--offline: the package stage {stage} is not in Docker's layer cache, and installing "
+                        f"its packages needs the Debian mirror ({exc.message})",
+                        "run `python build.py fetch` (or build) for this release once with network: the daemon "
+                        "keeps those layers",
+                    ) from exc
+                raise
+            tags.append(stage_tag)
+        return tags
+
+    def _hermetic_build(
+        self,
+        ctx: Path,
+        prepare_ctx: Path,
+        tag: str,
+        rendered: Rendered,
+        *,
+        platform: str | None = None,
+        target: str | None = None,
+        on_output: Callable[[str], None] = log.stream,
+    ) -> str:
+        """Build with the network only where packages are installed, and prove the rest
+        needs none: the package stages first (``_prepare``), then the whole file with
+        ``network_mode=none``: the Go and ipvsadm stages see no network at all.
+
+        --no-cache keeps its meaning (nothing from earlier builds): the full build may take
+        only the just-built package stages' layers from the cache (``cache_from``); offline,
+        those are the package layers of earlier builds, and everything after them is new."""
+        tags = self._prepare(prepare_ctx, rendered, platform, on_output)
+        try:
+            return self.engine.build(
+                ctx,
+                tag,
+                platform=platform,
+                target=target,
+                network_mode="none",
+                cache_from=list(tags) if self.plan.settings.no_cache else None,
+                on_output=on_output,
+            )
+        finally:
+            for stage_tag in tags:
+                self.engine.untag(stage_tag)
+
+    def prepare_packages(self) -> tuple[str, ...]:
+        """Put the package stages into Docker's layer cache (the network part of a build),
+        so that a later --offline build needs no network at all."""
+        fetched = self.fetch()
+        rendered = self.render()
+        scratch = self.cache.scratch("packages-")
+        try:
+            toolchain = fetched.go_toolchain.path if fetched.go_toolchain else None
+            prepare = context.write(scratch / "packages.tar", self.plan, rendered, go_toolchain=toolchain)
+            with log.step("packages", ", ".join(rendered.prepare_stages)):
+                for stage_tag in self._prepare(prepare.path, rendered, None, lambda _text: None):
+                    self.engine.untag(stage_tag)
+        finally:
+            remove_tree(scratch)
+        return rendered.prepare_stages
+
     def build(self, save_context: Path | None = None) -> Built:
         """Build the single-platform image; ``save_context`` keeps a copy of the exact
         context sent to the daemon (to rebuild it elsewhere, or compare with docker build)."""
         if self._built is None:
             fetched = self.fetch()
             patched = self.patch()
+            modules = self.go_modules()
             rendered = self.render()
             candidate = f"{self.plan.image_repository}:{self.plan.tag}-candidate"
             start = time.monotonic()
             with log.step("build", candidate):
                 scratch = self.cache.scratch("context-")
                 try:
+                    toolchain = fetched.go_toolchain.path if fetched.go_toolchain else None
                     ctx = context.write(
                         scratch / "context.tar",
                         self.plan,
                         rendered,
                         patched=patched,
                         ipvsadm=fetched.ipvsadm.path,
-                        go_toolchain=fetched.go_toolchain.path if fetched.go_toolchain else None,
+                        go_toolchain=toolchain,
+                        modules=modules,
                     )
                     log.info(f"build context: {ctx.files} files, {ctx.size / 1048576:.1f} MiB")
                     if save_context is not None:
                         safefs.write_output(save_context, ctx.path, "the build context")
-                    image_id = self.engine.build(ctx.path, candidate, nocache=self.plan.settings.no_cache)
+                    prepare = context.write(scratch / "packages.tar", self.plan, rendered, go_toolchain=toolchain)
+                    image_id = self._hermetic_build(ctx.path, prepare.path, candidate, rendered)
                 finally:
                     remove_tree(scratch)
                 image = self.engine.image(image_id) or {}
@@ -220,6 +343,8 @@ class Pipeline:
                     "context_bytes": ctx.size,
                     "context_sha256": ctx.sha256,
                     "dockerfile_sha256": _sha256(rendered.dockerfile),
+                    # Only these stages saw a network; every other step was built with none.
+                    "network": {"package_stages": list(rendered.prepare_stages), "other_stages": "none"},
                 },
                 time.monotonic() - start,
             )
@@ -312,17 +437,19 @@ class Pipeline:
         platforms = self.plan.settings.platforms
         fetched = self.fetch()
         patched = self.patch()
-        rendered = render.render(self.plan, self.bases(), targets=platforms)
+        modules = self.go_modules()
+        rendered = render.render(self.plan, self.bases(), targets=platforms, gobgp_module=self._gobgp_module())
         toolchain = fetched.go_toolchain.path if fetched.go_toolchain else None
         binaries_image = f"kube-router-sctp/binaries:{self.plan.tag}"
         built: dict[str, Built] = {}
         scratch = self.cache.scratch("platforms-")
         try:
             with log.step("build", f"kube-router and gobgp for {', '.join(platforms)}"):
-                ctx = context.write(scratch / "go.tar", self.plan, rendered, patched=patched, go_toolchain=toolchain)
-                self.engine.build(
-                    ctx.path, binaries_image, target="kube-router-builder", nocache=self.plan.settings.no_cache
+                ctx = context.write(
+                    scratch / "go.tar", self.plan, rendered, patched=patched, go_toolchain=toolchain, modules=modules
                 )
+                prepare = context.write(scratch / "packages.tar", self.plan, rendered, go_toolchain=toolchain)
+                self._hermetic_build(ctx.path, prepare.path, binaries_image, rendered, target="kube-router-builder")
                 self.engine.extract(binaries_image, "/out", scratch)
             for platform in platforms:
                 arch = platform.split("/")[1]
@@ -339,9 +466,8 @@ class Pipeline:
                         ipvsadm=fetched.ipvsadm.path,
                         binaries=scratch / "out" / f"linux_{arch}",
                     )
-                    image_id = self.engine.build(
-                        ctx.path, candidate, platform=platform, nocache=self.plan.settings.no_cache
-                    )
+                    prepare = context.write(scratch / f"{arch}-packages.tar", self.plan, per_platform)
+                    image_id = self._hermetic_build(ctx.path, prepare.path, candidate, per_platform, platform=platform)
                 size = int((self.engine.image(image_id) or {}).get("Size", 0))
                 built[platform] = Built(image_id, size, candidate, ctx.size, ctx.files)
                 self.report.add(

@@ -13,11 +13,12 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from . import log, validate
+from . import config, log, validate
 from .errors import ConfigError
 from .paths import images_dir, project_dir
 from .plan import Plan
@@ -44,7 +45,10 @@ class Rendered:
     provenance: dict[str, Any]
     source_date_epoch: int
     go_zip: str | None  # file name of the Go toolchain zip in the context, if any
-    ca_bundle: bool
+    ca_bundle: Path | None  # the CA bundle the package stages copy (never the runtime image)
+    # The stages that install packages, in Dockerfile order: built first, with the network;
+    # the whole file then builds with the network off.
+    prepare_stages: tuple[str, ...]
 
 
 def _check_values(value: Any, where: str = "template context") -> None:
@@ -198,6 +202,15 @@ def _target(platform: str) -> dict[str, str]:
     }
 
 
+def apt_ca_bundle(plan: Plan) -> Path | None:
+    """The CA bundle apt needs in the package stages: only for an HTTPS Debian mirror; the
+    one configured (``mirrors.ca-bundle``), else the host's trust store."""
+    mirror = plan.settings.mirrors.debian or ""
+    if plan.family != "debian" or not mirror.startswith("https://"):
+        return None
+    return plan.settings.mirrors.ca_bundle or config.host_ca_bundle()
+
+
 def render(
     plan: Plan,
     bases: BaseImages,
@@ -205,19 +218,23 @@ def render(
     platform: str = "linux/amd64",
     targets: tuple[str, ...] | None = None,
     binaries_in_context: bool = False,
+    gobgp_module: str | None = None,
 ) -> Rendered:
     """Render for ``platform``; the Go stages compile for ``targets`` (default: platform).
 
     With ``binaries_in_context`` the Go stages are left out and the runtime copies
     ``bin/kube-router`` and ``bin/gobgp`` from the context (multi-platform builds).
+    ``gobgp_module`` is the module gobgp is built from (``module@version``, resolved from
+    kube-router's go.mod when the modules were fetched; only recorded in the provenance).
     """
     epoch = source_date_epoch(plan)
     version = go_version(plan)
     major_minor = tuple(int(x) for x in version.split(".")[:2])
     go = plan.line.go
     go_zip = f"go{go.value}.linux-amd64.zip" if go.kind == "toolchain" else None
-    ca_bundle = plan.settings.mirrors.ca_bundle is not None
+    ca_bundle = apt_ca_bundle(plan)
     layout = plan.line.layout
+    gobgp = plan.line.gobgp
     context: dict[str, Any] = {
         "family": plan.family,
         "images": bases,
@@ -239,15 +256,15 @@ def render(
             "zip": go_zip,
             "trimpath": "-trimpath " if major_minor >= (1, 13) else "",
         },
-        "gobgp": plan.line.gobgp,
+        "gobgp": {
+            "directory": gobgp.directory,
+            "module": gobgp.package is not None,
+            "command": gobgp.command,
+        },
+        "modules": layout == "modules" or gobgp.package is not None,
         "ipvsadm": ipvsadm_context(plan),
         "build_date": dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "ca_bundle": ca_bundle,
-        "go_proxy": _without_credentials(
-            plan.settings.mirrors.go_proxy if layout == "modules" or go.kind == "toolchain" else None,
-            "the Go module proxy",
-            "ENV GOPROXY=",
-        ),
+        "apt_ca": ca_bundle is not None,
         # Rewrite apt sources only for a mirror the user chose; bootstrapped bases and
         # registry images keep the sources they came with.
         "debian_mirror": _without_credentials(
@@ -273,8 +290,12 @@ def render(
     _check_values(context)
     text = env.get_template(TEMPLATE).render(**context)
     text = re.sub(r"\n{3,}", "\n\n", text).lstrip("\n")
+    prepare = ("ipvsadm-deps", "runtime-deps") + (() if binaries_in_context else ("go-toolchain",))
+    record = provenance(plan, bases)
+    if gobgp_module:
+        record["gobgp"] = {"module": gobgp_module, "command": gobgp.command}
     # Nothing rendered may carry a secret (the provenance names the source URL).
-    return Rendered(redact(text), context["labels"], redact_data(provenance(plan, bases)), epoch, go_zip, ca_bundle)
+    return Rendered(redact(text), context["labels"], redact_data(record), epoch, go_zip, ca_bundle, prepare)
 
 
 def configured_bases(plan: Plan) -> BaseImages:

@@ -199,3 +199,26 @@ def test_zip_names_without_the_utf8_flag_are_read_as_go_reads_them(tmp_path: Pat
     assert gomodules.hash_zip(with_flag, "example.com/oracle", "v1.0.0") == gomodules.hash_zip(
         without, "example.com/oracle", "v1.0.0"
     )
+
+
+def test_external_imports_are_what_the_dependency_layer_compiles() -> None:
+    sources = [
+        ("go.mod", b"module example.com/me/v2\n"),
+        (
+            "cmd/main.go",
+            b'package main\n\nimport (\n\t"fmt"\n\tklog "k8s.io/klog/v2"\n\t_ "example.com/me/v2/pkg/a"\n'
+            b'\t// "commented.example/out"\n\t"github.com/osrg/gobgp/v3/api" // trailing\n)\n',
+        ),
+        ("pkg/a/a.go", b'package a\n/* import "block.example/out" */\nimport "golang.org/x/sys/unix"\n'),
+        ("pkg/a/a_windows.go", b'package a\nimport "golang.org/x/sys/windows"\n'),  # go list filters it
+        ("pkg/a/a_test.go", b'package a\nimport "github.com/stretchr/testify/assert"\n'),
+        ("vendor/x.example/y/y.go", b'package y\nimport "vendored.example/z"\n'),
+        ("pkg/testdata/t.go", b'package t\nimport "testdata.example/z"\n'),
+    ]
+    assert gomodules.go_mod_module(sources[0][1].decode()) == "example.com/me/v2"
+    assert gomodules.external_imports(sources, "example.com/me/v2") == [
+        "github.com/osrg/gobgp/v3/api",
+        "golang.org/x/sys/unix",
+        "golang.org/x/sys/windows",
+        "k8s.io/klog/v2",
+    ]

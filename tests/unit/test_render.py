@@ -19,8 +19,9 @@ def rendered(**flags: object) -> str:
 
 def test_default_render_is_the_field_report_image() -> None:
     text = rendered()
-    assert "FROM alpine:3.10.3 AS ipvsadm-builder" in text
-    assert re.search(r"^FROM alpine:3\.10\.3$", text, re.M)
+    assert "FROM alpine:3.10.3 AS ipvsadm-deps" in text
+    assert "FROM alpine:3.10.3 AS runtime-deps" in text
+    assert re.search(r"^FROM runtime-deps$", text, re.M)
     assert "ipvsadm-1.30.tar.xz" in text
     assert (
         'echo "95573d70df473c9f63fc4ac496c044c69e3a6de7ccac119922210c0b44cd7a0c  ipvsadm-1.30.tar.xz" > '
@@ -29,20 +30,24 @@ def test_default_render_is_the_field_report_image() -> None:
     assert "sha256sum -c ipvsadm-1.30.tar.xz.sha256" in text
 
 
-def test_three_stages_and_no_compiler_in_the_runtime() -> None:
+def test_package_stages_first_and_no_compiler_in_the_runtime() -> None:
     text = rendered(**{"build.base-family": "debian"})
     stages = re.split(r"^FROM ", text, flags=re.M)[1:]
     assert [s.split("\n", 1)[0] for s in stages] == [
+        "debian:bookworm AS ipvsadm-deps",
+        "debian:bookworm-slim AS runtime-deps",
         "debian:bookworm AS go-toolchain",
         "go-toolchain AS kube-router-builder",
-        "debian:bookworm AS ipvsadm-builder",
-        "debian:bookworm-slim",
+        "ipvsadm-deps AS ipvsadm-builder",
+        "runtime-deps",
     ]
-    runtime = stages[-1]
+    runtime = stages[1] + stages[-1]
     for tool in ("gcc", "golang", "make", "build-base", "-dev"):
         assert tool not in runtime
     for package in ("iptables", "ipset", "iproute2", "conntrack"):
-        assert package in runtime
+        assert package in stages[1]
+    # Only the package stages run apt: everything after them builds without a network.
+    assert all("apt-get" not in stage for stage in stages[3:])
     assert (
         "COPY --from=kube-router-builder /out/linux_amd64/kube-router /out/linux_amd64/gobgp /usr/local/bin/" in runtime
     )
@@ -99,3 +104,57 @@ def test_multi_platform_renders_cross_compiles_and_binaries_from_context() -> No
     assert "AS go-toolchain" not in arm and "go build" not in arm
     assert "COPY bin/kube-router bin/gobgp /usr/local/bin/" in arm
     assert "AS ipvsadm-builder" in arm
+
+
+def test_module_lines_build_from_the_context_with_go_off_the_network() -> None:
+    built = plan.build(config.load({"build.base-family": "debian", "build.kube-router-version": "v2.2.1"}))
+    result = render.render(built, render.configured_bases(built))
+    text = result.dockerfile
+    assert result.prepare_stages == ("ipvsadm-deps", "runtime-deps", "go-toolchain")
+    assert "ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOPATH=/go GOPROXY=off" in text
+    assert "COPY gomod/ /go/modproxy/" in text
+    assert 'ENV GOPROXY=file:///go/modproxy GOSUMDB=off GOFLAGS="-buildvcs=false -mod=readonly"' in text
+    # gobgp from its own module (its go.mod and go.sum), before kube-router's source arrives.
+    assert text.index("COPY gobgp/ /src/gobgp/") < text.index("COPY kube-router/ /src/kube-router/")
+    assert "-o /out/linux_amd64/gobgp ./cmd/gobgp" in text
+    go_stages = text[text.index("AS go-toolchain") : text.index("AS ipvsadm-builder")]
+    for network in ("-mod=mod", "go install", "https://", "SSL_CERT_FILE", "certs/"):
+        assert network not in go_stages
+
+
+def test_vendor_lines_build_gobgp_from_its_module_and_kube_router_from_vendor() -> None:
+    text = rendered(**{"build.base-family": "debian", "build.kube-router-version": "v1.2.2"})
+    assert "COPY gomod/ /go/modproxy/" in text and "./cmd/gobgp" in text
+    assert "go build -trimpath -mod=vendor " in text
+    assert "go install" not in text
+
+
+def test_gopath_lines_need_no_modules() -> None:
+    text = rendered(**{"build.base-family": "debian"})
+    assert "gomod/" not in text and "GO111MODULE=off" in text
+    assert "WORKDIR /go/src/github.com/cloudnativelabs/kube-router/vendor/github.com/osrg/gobgp/gobgp" in text
+
+
+def test_an_https_debian_mirror_gets_a_ca_in_the_package_stages_never_in_the_runtime(tmp_path: object) -> None:
+    built = plan.build(
+        config.load(
+            {
+                "build.base-family": "debian",
+                "build.kube-router-version": "v2.2.1",
+                "mirrors.debian": "https://mirror.example/debian",
+            }
+        )
+    )
+    result = render.render(built, render.configured_bases(built))
+    assert result.ca_bundle == config.host_ca_bundle()  # none configured: the host's trust store
+    text = result.dockerfile
+    stages = {s.split("\n", 1)[0]: s for s in re.split(r"^FROM ", text, flags=re.M)[1:]}
+    ca = "-o Acquire::https::CAInfo=/etc/kube-router-sctp/ca-bundle.crt"
+    assert ca in stages["debian:bookworm AS ipvsadm-deps"] and ca in stages["debian:bookworm AS go-toolchain"]
+    # The runtime's packages are installed in a stage of its own whose file system, without
+    # the CA, is copied into a fresh image.
+    root = stages["debian:bookworm-slim AS runtime-root"]
+    assert "-o Acquire::https::CAInfo=/tmp/kube-router-sctp-ca.crt" in root
+    assert "rm -f /tmp/kube-router-sctp-ca.crt" in root
+    assert "COPY --from=runtime-root / /" in stages["scratch AS runtime-deps"]
+    assert "certs/" not in stages["runtime-deps"] and "ca-bundle" not in stages["runtime-deps"]

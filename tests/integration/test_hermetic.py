@@ -1,0 +1,114 @@
+"""Hermetic builds on the real daemon: the Go and ipvsadm stages build with the build
+container's network disabled (``network_mode=none``), one release of each layout; offline
+builds of a module line use only the cache.
+
+How the network is off while apt still works: the stages that install packages come first
+in the Dockerfile and are built on their own, with the network (apt needs the Debian
+mirror); the whole Dockerfile is then built with ``network_mode=none``, so those layers
+come from Docker's layer cache (same instructions on the same parents) and every later
+step - the Go toolchain's builds, gobgp, kube-router, ipvsadm - runs in a container without
+a network. A step that tried to fetch anything (a Go module the context lacks) would fail.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import upstream_source_for
+from tests.support import env
+
+pytestmark = [pytest.mark.docker, pytest.mark.upstream, pytest.mark.slow]
+BUILD = ["--base-family", "debian", "--ipvsadm-version", "1.31", "-q"]
+
+
+def build(version: str, tmp: Path, *extra: str) -> tuple[dict[str, object], str]:
+    source = upstream_source_for(version)
+    report = tmp / f"{version}.json"
+    args = ["build", "--kube-router-version", version, *BUILD, "--report", str(report), *extra]
+    result = env.run_cli(*args, *(["--kube-router-source", source] if source else []), timeout=5400)
+    data = json.loads(report.read_text()) if report.is_file() else {}
+    assert result.returncode == 0, result.stderr[-3000:]
+    return data, result.stdout
+
+
+def test_network_none_is_what_the_builds_rely_on(debian_image: str, tmp_path: Path) -> None:
+    """A build step in ``network_mode=none`` has no route to anything: the mechanism the
+    pipeline uses for the Go stages, shown on a step that tries to reach the Go proxy."""
+    engine = env.docker_engine()
+    base = engine.image(debian_image)
+    assert base is not None
+    dockerfile = f'FROM {debian_image}\nRUN ["/bin/sh", "-c", "ls /sys/class/net > /interfaces"]\n'
+    context = tmp_path / "context.tar"
+    with tarfile.open(context, "w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile.encode()))
+    image = engine.build(context, "kube-router-sctp/itest-network-none:probe", nocache=True, network_mode="none")
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        engine.extract(image, "/interfaces", out)
+        assert (out / "interfaces").read_text().split() == ["lo"]  # no eth0: no network at all
+    finally:
+        engine.remove_image("kube-router-sctp/itest-network-none:probe")
+
+
+@pytest.mark.parametrize(
+    ("version", "layout"),
+    [("v0.3.2", "gopath"), ("v1.2.2", "vendor"), ("v1.2.3", "modules")],
+    ids=["dep-gopath", "go-mod-vendor", "go-mod"],
+)
+def test_each_layout_builds_with_the_network_off(version: str, layout: str, tmp_path: Path) -> None:
+    report, stdout = build(version, tmp_path)
+    stages = report["stages"]
+    assert isinstance(stages, dict)
+    assert stages["build"]["network"] == {
+        "package_stages": ["ipvsadm-deps", "runtime-deps", "go-toolchain"],
+        "other_stages": "none",
+    }
+    modules = stages.get("go_modules")
+    if layout == "gopath":
+        assert modules is None  # everything vendored, gobgp too
+        return
+    assert modules["files"] == len(modules["modules"]) > 0
+    for item in modules["modules"]:
+        assert item["h1"].startswith("h1:") and len(item["sha256"]) == 64, item
+    assert modules["gobgp"].startswith("github.com/osrg/gobgp@")  # built from its own module
+    zips = {m["module"] for m in modules["modules"] if m["file"] == "zip"}
+    if layout == "vendor":
+        assert "k8s.io/client-go" not in zips  # kube-router's own deps stay vendored
+    else:
+        assert {"k8s.io/client-go", "github.com/osrg/gobgp"} <= zips
+    image = stdout.split()[1]
+    labels = (env.docker_engine().image(image) or {})["Config"]["Labels"]
+    assert labels["io.github.kube-router-sctp.kube-router.version"] == version
+
+
+def test_offline_builds_a_module_line_from_the_cache_alone(tmp_path: Path) -> None:
+    """`fetch` fills an empty cache; `--offline` then builds from it, downloading nothing;
+    with one module taken out of the cache, --offline names it and fails."""
+    source = upstream_source_for("v1.2.3")
+    cache = tmp_path / "cache"
+    where = ["--cache-dir", str(cache), *(["--kube-router-source", source] if source else [])]
+    fetched = env.run_cli("fetch", "--kube-router-version", "v1.2.3", *BUILD, *where, timeout=3600)
+    assert fetched.returncode == 0, fetched.stderr[-3000:]
+    assert "go-modules v1.2.3" in fetched.stdout
+    report, _ = build("v1.2.3", tmp_path, "--offline", *where)
+    assert report["stages"]["go_modules"]["bytes_downloaded"] == 0
+    assert report["stages"]["fetch"]["bytes_downloaded"] == 0
+
+    index = cache / "index" / "gomod"
+    entry = next(p for p in sorted(index.iterdir()) if '"file": "zip"' in p.read_text())
+    module = json.loads(entry.read_text())
+    entry.unlink()
+    result = env.run_cli("build", "--kube-router-version", "v1.2.3", *BUILD, "--offline", *where)
+    assert result.returncode == 3, result.stderr[-2000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("kube-router-sctp: error:")]
+    assert len(error) == 1
+    assert f"Go module {module['module']}@{module['version']}.zip is not in the cache" in error[0]
+    assert "--offline forbids downloading" in error[0]
