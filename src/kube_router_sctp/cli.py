@@ -21,7 +21,16 @@ from . import __version__, config, doctor, log, safefs, schema, validate
 from . import plan as plan_module
 from .cache import Cache
 from .engine import Engine
-from .errors import ConfigError, DataplaneError, DoctorFindings, Interrupted, PatchCheckFailed, PipelineError
+from .errors import (
+    ConfigError,
+    DataplaneError,
+    DockerError,
+    DoctorFindings,
+    FetchError,
+    Interrupted,
+    PatchCheckFailed,
+    PipelineError,
+)
 from .options import OPTIONS, Option
 from .pipeline import Pipeline
 from .report import Report
@@ -233,21 +242,114 @@ def main(ctx: click.Context) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Put a file into the cache if its sha256 is pinned (air-gapped sites).",
 )
+@click.option("--versions", "versions", metavar="V1,V2,...", help="Fetch these releases (default: the configured one).")
+@click.option(
+    "--no-packages",
+    is_flag=True,
+    default=None,
+    help="Do not put the builder's package stages into Docker's layer cache (they need the Debian mirror).",
+)
 @_handled
 def fetch_command(ctx: click.Context) -> None:
-    """Fetch and verify kube-router, ipvsadm (and a Go toolchain) into the cache."""
-    pipeline = _pipeline(ctx)
-    for path in ctx.obj.get("imports", ()):
+    """Fetch and verify everything a build needs from the network into the cache.
+
+    kube-router, ipvsadm, the Go toolchain, every Go module (verified against go.sum) and,
+    when a Docker daemon answers, the builder's package stages: afterwards `--offline`
+    builds of these releases need no network at all.
+    """
+    from . import validate
+
+    settings, _ = _settings(ctx)
+    store = ctx.obj
+    versions = [validate.kube_router_version(v) for v in str(store.get("versions") or "").split(",") if v.strip()]
+    flags = {key: value for key, value in _flags(ctx).items() if key != "build.kube-router-version"}
+    report: Report = store["_report"]
+    failures: list[str] = []
+    for version in versions or [settings.kube_router_version]:
+        pipeline = (
+            _pipeline(ctx)
+            if not versions
+            else Pipeline(plan_module.build(config.load({**flags, "build.kube-router-version": version})), Report())
+        )
+        try:
+            _fetch_one(pipeline, store, report)
+        except PipelineError as exc:
+            if not versions:
+                raise
+            failures.append(f"{version}: {exc.one_line()}")
+            log.error(f"{version}: {exc.one_line()}")  # and go on with the next release
+    if failures:
+        raise FetchError(f"{len(failures)} release(s) could not be fetched: {'; '.join(failures)}", "see above")
+
+
+def _fetch_one(pipeline: Pipeline, store: dict[str, Any], report: Report) -> None:
+    for path in store.get("imports", ()):
         known = pipeline.plan.settings.pins.pinned_files()
         stored = pipeline.downloader.import_file(path, known)
         if stored is None:
             raise ConfigError(f"{path} matches no pinned file", "only files with a pinned sha256 can be imported")
         log.info(f"imported {path} as {stored[1]} ({stored[0][:12]})")
     fetched = pipeline.fetch()
-    log.out(f"kube-router {fetched.kube_router.version} {fetched.kube_router.path}")
+    modules = pipeline.go_modules()
+    version = fetched.kube_router.version
+    log.out(f"kube-router {version} {fetched.kube_router.path}")
     log.out(f"ipvsadm {pipeline.plan.ipvsadm_version} {fetched.ipvsadm.path}")
     if fetched.go_toolchain:
         log.out(f"go {pipeline.plan.line.go.value} {fetched.go_toolchain.path}")
+    if modules is not None:
+        size = sum(f.size for f in modules.files) / 1048576
+        log.out(f"go-modules {version} {len(modules.files)} files {size:.1f} MiB")
+    if not store.get("no_packages"):
+        try:
+            stages = pipeline.prepare_packages()
+        except DockerError as exc:
+            log.warn(f"package stages not prepared ({exc.one_line()}): an --offline build will need them")
+        else:
+            log.out(f"packages {version} {','.join(stages)} in Docker's layer cache")
+    report.add(
+        f"fetch_{version}", {**pipeline.report.data["stages"], "bytes_downloaded": pipeline.downloader.bytes_downloaded}
+    )
+
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """Carry a filled cache to an air-gapped site: `cache export FILE` there, `cache import FILE` here."""
+
+
+@cache_group.command("export")
+@_options
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_handled
+def cache_export_command(ctx: click.Context) -> None:
+    """Write every verified entry of the cache (downloads, Go modules, source trees) to FILE."""
+    from . import cachearchive
+
+    settings, _ = _settings(ctx)
+    dest = Path(ctx.obj["file"])
+    with log.step("cache export", str(dest)):
+        summary = cachearchive.export(Cache(settings.cache_dir), dest)
+    log.out(
+        f"{dest}: {summary.blobs} files, {summary.modules} Go module entries, {summary.trees} source trees, "
+        f"{summary.bytes / 1048576:.1f} MiB"
+    )
+
+
+@cache_group.command("import")
+@_options
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_handled
+def cache_import_command(ctx: click.Context) -> None:
+    """Verify every entry of FILE (written by `cache export`) and add them to the cache."""
+    from . import cachearchive
+
+    settings, _ = _settings(ctx)
+    source = Path(ctx.obj["file"])
+    with log.step("cache import", str(source)):
+        summary = cachearchive.import_archive(Cache(settings.cache_dir), source)
+    log.out(
+        f"{source}: imported {summary.blobs} files, {summary.modules} Go module entries, {summary.trees} source trees"
+    )
 
 
 @main.command("patch")
