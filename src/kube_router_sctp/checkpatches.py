@@ -24,6 +24,7 @@ from .errors import PipelineError
 from .patch import PatchedTree, Series
 from .pipeline import Pipeline
 
+CA_PATH = "/etc/kube-router-sctp/ca-bundle.crt"
 VOLUMES = {"kube-router-sctp-gomod": "/go/pkg/mod", "kube-router-sctp-gocache": "/root/.cache/go-build"}
 _RESULT_RE = re.compile(r"^CHECK (\w+) (\d+) (\d+)$", re.M)
 # `go` naming a module version the proxy will not serve: not the series' fault, and the
@@ -106,10 +107,18 @@ def _run_in_toolchain(
     plan = pipeline.plan
     scratch = pipeline.cache.scratch("check-")
     try:
-        tar = context.write_tar(
-            scratch / "tree.tar", context.tree_members(tree, workdir.strip("/") + "/"), plan.pin.date if plan.pin else 0
-        )
-        environment = {"GOFLAGS": "-buildvcs=false" + (" -mod=vendor" if plan.line.layout == "vendor" else "")}
+        # Unlike an image build, the checks download what `go test` needs from the Go proxy:
+        # the image has GOPROXY=off, so name the proxy ("" is Go's default) and the CA.
+        ca = plan.settings.mirrors.ca_bundle or config.host_ca_bundle()
+        members = list(context.tree_members(tree, workdir.strip("/") + "/"))
+        environment = {
+            "GOFLAGS": "-buildvcs=false" + (" -mod=vendor" if plan.line.layout == "vendor" else ""),
+            "GOPROXY": plan.settings.mirrors.go_proxy or "",
+        }
+        if ca is not None:
+            members.append((CA_PATH.lstrip("/"), ca, 0o644))
+            environment["SSL_CERT_FILE"] = CA_PATH
+        tar = context.write_tar(scratch / "tree.tar", members, plan.pin.date if plan.pin else 0)
         result = pipeline.engine.run(
             image,
             ["-c", script],
