@@ -276,10 +276,13 @@ def fetch_command(ctx: click.Context) -> None:
         except PipelineError as exc:
             if not versions:
                 raise
-            failures.append(f"{version}: {exc.one_line()}")
-            log.error(f"{version}: {exc.one_line()}")  # and go on with the next release
+            failures.append(f"{version} ({exc.message})")
+            log.warn(f"{version} not fetched: {exc.one_line()}")  # and on with the next release
     if failures:
-        raise FetchError(f"{len(failures)} release(s) could not be fetched: {'; '.join(failures)}", "see above")
+        raise FetchError(
+            f"{len(failures)} of {len(versions)} release(s) could not be fetched: {'; '.join(failures)}",
+            "the others are in the cache; see the warnings above for the fixes",
+        )
 
 
 def _fetch_one(pipeline: Pipeline, store: dict[str, Any], report: Report) -> None:
@@ -306,9 +309,9 @@ def _fetch_one(pipeline: Pipeline, store: dict[str, Any], report: Report) -> Non
             log.warn(f"package stages not prepared ({exc.one_line()}): an --offline build will need them")
         else:
             log.out(f"packages {version} {','.join(stages)} in Docker's layer cache")
-    report.add(
-        f"fetch_{version}", {**pipeline.report.data["stages"], "bytes_downloaded": pipeline.downloader.bytes_downloaded}
-    )
+    if pipeline.report is not report:  # one of several releases: its stages under its name
+        record = {**pipeline.report.data["stages"], "bytes_downloaded": pipeline.downloader.bytes_downloaded}
+        report.add(f"fetch_{version}", record)
 
 
 

@@ -16,6 +16,13 @@ nothing to that chain and is not consulted (see docs/configuration.md).
 
 Module zips are hostile input: they are read in memory, never extracted; names are checked
 (one ``module@version/`` prefix, no ``..``, no duplicates) and sizes bounded as Go bounds them.
+
+Use, for any module (kube-router in fetch.py; kube-apiserver the same way)::
+
+    store = ModuleStore(cache, downloader, goproxy.proxy_urls(settings.mirrors.go_proxy))
+    files = store.get_all(parse_go_sum(go_sum_text, "kube-apiserver go.sum").values())
+    members = proxy_members(files, "gomod/")  # into a build context; GOPROXY=file:///…/gomod
+    # a module built as its own main module: zip_tree(zip, module, version, "src/")
 """
 
 from __future__ import annotations

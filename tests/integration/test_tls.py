@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import ipaddress
 import json
 import ssl
 import subprocess
@@ -48,7 +49,9 @@ class _NoArchive(http.server.BaseHTTPRequestHandler):
 def untrusted_mirror(tmp_path: Path) -> Iterator[str]:
     """An HTTPS server with a self-signed certificate, where build containers reach the host."""
     engine = env.docker_engine()
-    gateway = engine.api.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"]
+    ipam = engine.api.inspect_network("bridge")["IPAM"]["Config"][0]
+    # The daemon leaves Gateway out when it chose the default: the subnet's first address.
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     made = subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={gateway}",
