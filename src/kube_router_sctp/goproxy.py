@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .download import Downloaded, Downloader
-from .gomodules import escape
 from .errors import FetchError, VerificationError
 from .gitsource import MissingBlob, blob_id
+from .gomodules import escape
 from .safefs import Beneath
 
 MAX_MEMBER_BYTES = 64 << 20  # a restored vendored file; the largest known is ~4 MiB
