@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from . import archive, gomodules, log
 from .cache import Cache, remove_tree
-from .context import write_tar
+from .context import Link, Member, write_tar
 from .errors import ConfigError, UnsafeSourceError, VerificationError
 from .treedigest import digest_tree, manifest
 
@@ -57,9 +57,12 @@ def _refuse(path: Path, why: str) -> UnsafeSourceError:
 # -- export ------------------------------------------------------------------------------
 def _tree_tar(tree: Path, dest: Path) -> None:
     """A verified tree as a normalised tar: files and symlinks, modes as the digest sees them."""
-    members: list[tuple[str, Path | bytes, int]] = []
+    members: list[Member] = []
     for rel, mode, _ in manifest(tree):
-        members.append((rel, tree / rel, 0o755 if mode == "100755" else 0o644))
+        if mode == "120000":
+            members.append((rel, Link(str((tree / rel).readlink())), 0o777))
+        else:
+            members.append((rel, tree / rel, 0o755 if mode == "100755" else 0o644))
     write_tar(dest, members, 0)
 
 
@@ -88,7 +91,7 @@ def export(cache: Cache, dest: Path) -> Summary:
         entries = [{"name": name, "sha256": _sha256(path), "size": path.stat().st_size} for name, path in files]
         text = json.dumps({"format": FORMAT, "entries": entries}, indent=1, sort_keys=True).encode()
         part = dest.with_name(f".{dest.name}.part")
-        members: list[tuple[str, Path | bytes, int]] = [(MANIFEST, text, 0o644)]
+        members: list[Member] = [(MANIFEST, text, 0o644)]
         members += [(name, path, 0o644) for name, path in files]
         try:
             written = write_tar(part, members, 0)

@@ -314,10 +314,11 @@ def _fetch_one(pipeline: Pipeline, store: dict[str, Any], report: Report) -> Non
         report.add(f"fetch_{version}", record)
 
 
-
 @main.group("cache")
-def cache_group() -> None:
-    """Carry a filled cache to an air-gapped site: `cache export FILE` there, `cache import FILE` here."""
+@_options
+@_handled
+def cache_group(ctx: click.Context) -> None:
+    """Carry a filled cache to an air-gapped site: `cache export FILE` here, `cache import FILE` there."""
 
 
 @cache_group.command("export")
