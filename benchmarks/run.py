@@ -6,9 +6,12 @@ the median of several runs with min and max. Not a test: figures vary with the m
 the goals are compared and misses are stated, nothing fails.
 
     .venv/bin/python benchmarks/run.py [--runs 3] [--cold-runs 4] [--skip-cold] [--skip-vm] [--matrix]
+    .venv/bin/python benchmarks/run.py --pairs-only      # only the Go-module release pairs
 
 Inputs come from the user's configuration like every other run (the kube-router source,
 mirrors); the build is the debian family of patched kube-router v0.3.2 with ipvsadm 1.31.
+The release pairs (v2.2.0 then v2.2.1, v2.6.0 then v2.6.1) start from an empty cache each:
+the first build is cold (no download cache, no layer cache), the second shares both.
 """
 
 from __future__ import annotations
@@ -44,10 +47,13 @@ GOALS = {
     "size_ratio": "runtime image at most 40% of the single-stage image",
     "smoke": "smoke under 60 s including VM boot",
     "new_kernel": "a new kernel's verdict (downloads cached) in at most 20 s",
+    "pair_ratio": "the second release of a pair builds in at most half the time of the first",
+    "pair_bytes": "the second release downloads at most the modules that differ",
 }
 # Kernels for the new-kernel case: one per layout Debian ships (classic 6.12, split 7.x).
 NEW_KERNELS = ("debian:trixie", "debian:sid")
 IMAGE = "kube-router:v0.3.2-sctp.1-debian-candidate"
+PAIRS = (("v2.2.0", "v2.2.1"), ("v2.6.0", "v2.6.1"))
 
 
 def cli(*args: str, timeout: int = 7200) -> subprocess.CompletedProcess[str]:
@@ -91,6 +97,60 @@ def pipeline_build(report: Path, nocache: bool, save: Path | None = None) -> dic
         raise SystemExit(f"pipeline build failed: {result.stderr[-1500:]}")
     data: dict[str, Any] = json.loads(report.read_text())
     return data
+
+
+def release_build(version: str, cache: Path, report: Path, nocache: bool) -> dict[str, Any]:
+    args = ["build", "--kube-router-version", version, *BUILD[2:], "--cache-dir", str(cache), "--report", str(report)]
+    result = cli(*args, "-q", *(["--no-cache"] if nocache else []))
+    if result.returncode != 0:
+        raise SystemExit(f"pipeline build of {version} failed: {result.stderr[-1500:]}")
+    data: dict[str, Any] = json.loads(report.read_text())
+    return data
+
+
+def downloaded(report: dict[str, Any]) -> int:
+    stages = report["stages"]
+    return int(stages["fetch"]["bytes_downloaded"]) + int(stages.get("go_modules", {}).get("bytes_downloaded", 0))
+
+
+def release_pair(first: str, second: str, work: Path) -> dict[str, Any]:
+    """Cold build of ``first`` from an empty cache (and --no-cache), then ``second`` with the
+    same cache and the layer cache as the first left it: what a user building the next
+    patch release sees."""
+    cache = work / f"cache-{first}"
+    existing = Engine().image_ids()
+    try:
+        one: dict[str, Any] = {}
+        two: dict[str, Any] = {}
+        first_s = timed(lambda: one.update(release_build(first, cache, work / f"{first}.json", nocache=True)))
+        second_s = timed(lambda: two.update(release_build(second, cache, work / f"{second}.json", nocache=False)))
+    finally:
+        Engine().remove_unused(Engine().image_ids(dangling=True) - existing)
+        shutil.rmtree(cache, ignore_errors=True)
+
+    def files(report: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
+        return {(m["module"], m["version"], m["file"]): m for m in report["stages"]["go_modules"]["modules"]}
+
+    first_files, second_files = files(one), files(two)
+    differ = set(second_files) - set(first_files)
+    fetched_again = {key for key, m in second_files.items() if m["downloaded"]}
+    return {
+        "first": first,
+        "second": second,
+        "first_s": first_s,
+        "second_s": second_s,
+        "ratio": second_s / first_s,
+        "first_bytes_downloaded": downloaded(one),
+        "second_bytes_downloaded": downloaded(two),
+        "first_module_files": len(first_files),
+        "first_module_bytes": sum(int(m["size"]) for m in first_files.values()),
+        "second_module_files": len(second_files),
+        "module_files_that_differ": len(differ),
+        "second_module_files_downloaded": len(fetched_again),
+        "second_downloads_only_what_differs": fetched_again <= differ,
+        "first_durations": one["durations"],
+        "second_durations": two["durations"],
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -212,6 +272,8 @@ def main() -> None:
         metavar="SPEC",
         help=f"only the new-kernel verdict, on these kernels (default: {' '.join(NEW_KERNELS)})",
     )
+    parser.add_argument("--skip-pairs", action="store_true", help="skip the Go-module release pairs")
+    parser.add_argument("--pairs-only", action="store_true", help="only the Go-module release pairs")
     parser.add_argument("--output", type=Path, default=PROJECT / "results")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
@@ -225,6 +287,11 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="krs-bench-"))
     try:
+        if not args.skip_pairs:
+            figures["pairs"] = [release_pair(first, second, work) for first, second in PAIRS]
+        if args.pairs_only:
+            finish(results, args.output)
+            return
         context = work / "context.tar"
         first = pipeline_build(work / "prime.json", nocache=False, save=context)  # warm the download cache
         figures["context_bytes"] = first["stages"]["build"]["context_bytes"]
@@ -280,8 +347,12 @@ def main() -> None:
             figures["check_patches_all_passed"] = result.returncode == 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    (args.output / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.output / "benchmarks.md").write_text(markdown(results))
+    finish(results, args.output)
+
+
+def finish(results: dict[str, Any], output: Path) -> None:
+    (output / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output / "benchmarks.md").write_text(markdown(results))
     print(markdown(results))
 
 
@@ -315,10 +386,25 @@ def markdown(results: dict[str, Any]) -> str:
             "yes" if new <= 20 else "no",
         )
         row(f"same kernel again, `{spec}`", _fmt(kernel["again_s"]))
+    for pair in f.get("pairs", []):
+        name = f"{pair['first']} then {pair['second']}"
+        row(f"{name}: cold build of {pair['first']} (empty cache, --no-cache)", f"{pair['first_s']:.1f} s")
+        row(f"{name}: then {pair['second']} (same cache)", f"{pair['second_s']:.1f} s")
+        ratio = pair["ratio"]
+        row(f"{name}: time ratio", f"{ratio:.2f}", "≤ 0.5", "yes" if ratio <= 0.5 else "no")
+        one, two = pair["first_bytes_downloaded"] / 1048576, pair["second_bytes_downloaded"] / 1048576
+        row(f"{name}: bytes downloaded", f"{one:.1f} MiB, then {two:.1f} MiB")
+        only = pair["second_downloads_only_what_differs"]
+        row(
+            f"{name}: module files downloaded by the second",
+            f"{pair['second_module_files_downloaded']} of {pair['second_module_files']} "
+            f"({pair['module_files_that_differ']} differ from the first)",
+            "only those that differ",
+            "yes" if only else "no",
+        )
     if "warm_pipeline_s" not in f:
         lines.append("")
         return "\n".join(lines)
-
     if "cold_pipeline_s" in f:
         row("cold build, pipeline", _fmt(f["cold_pipeline_s"]))
         row("cold build, plain docker build", _fmt(f["cold_plain_docker_build_s"]))
