@@ -19,18 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import upstream_source_for
 from tests.support import env
+from tests.support.upstream import Upstream
 
 pytestmark = [pytest.mark.docker, pytest.mark.upstream, pytest.mark.slow]
 BUILD = ["--base-family", "debian", "--ipvsadm-version", "1.31", "-q"]
 
 
-def build(version: str, tmp: Path, *extra: str) -> tuple[dict[str, object], str]:
-    source = upstream_source_for(version)
+def build(upstream: Upstream, version: str, tmp: Path, *extra: str) -> tuple[dict[str, object], str]:
     report = tmp / f"{version}.json"
     args = ["build", "--kube-router-version", version, *BUILD, "--report", str(report), *extra]
-    result = env.run_cli(*args, *(["--kube-router-source", source] if source else []), timeout=5400)
+    result = env.run_cli(*args, *upstream.args(version), timeout=5400)
     data = json.loads(report.read_text()) if report.is_file() else {}
     assert result.returncode == 0, result.stderr[-3000:]
     return data, result.stdout
@@ -63,8 +62,8 @@ def test_network_none_is_what_the_builds_rely_on(debian_image: str, tmp_path: Pa
     [("v0.3.2", "gopath"), ("v1.2.2", "vendor"), ("v1.2.3", "modules")],
     ids=["dep-gopath", "go-mod-vendor", "go-mod"],
 )
-def test_each_layout_builds_with_the_network_off(version: str, layout: str, tmp_path: Path) -> None:
-    report, stdout = build(version, tmp_path)
+def test_each_layout_builds_with_the_network_off(upstream: Upstream, version: str, layout: str, tmp_path: Path) -> None:
+    report, stdout = build(upstream, version, tmp_path)
     stages = report["stages"]
     assert isinstance(stages, dict)
     assert stages["build"]["network"] == {
@@ -89,16 +88,17 @@ def test_each_layout_builds_with_the_network_off(version: str, layout: str, tmp_
     assert labels["io.github.kube-router-sctp.kube-router.version"] == version
 
 
-def test_offline_builds_a_module_line_from_the_cache_alone(tmp_path: Path) -> None:
+def test_offline_builds_a_module_line_from_the_cache_alone(upstream: Upstream, tmp_path: Path) -> None:
     """`fetch` fills an empty cache; `--offline` then builds from it, downloading nothing;
     with one module taken out of the cache, --offline names it and fails."""
-    source = upstream_source_for("v1.2.3")
+    if upstream.source is None:
+        env.missing(upstream.reason())  # an empty cache has no tree: the source is needed
     cache = tmp_path / "cache"
-    where = ["--cache-dir", str(cache), *(["--kube-router-source", source] if source else [])]
+    where = ["--cache-dir", str(cache), "--kube-router-source", str(upstream.source)]
     fetched = env.run_cli("fetch", "--kube-router-version", "v1.2.3", *BUILD, *where, timeout=3600)
     assert fetched.returncode == 0, fetched.stderr[-3000:]
     assert "go-modules v1.2.3" in fetched.stdout
-    report, _ = build("v1.2.3", tmp_path, "--offline", *where)
+    report, _ = build(upstream, "v1.2.3", tmp_path, "--offline", *where)
     assert report["stages"]["go_modules"]["bytes_downloaded"] == 0
     assert report["stages"]["fetch"]["bytes_downloaded"] == 0
 

@@ -18,17 +18,10 @@ from pathlib import Path
 import pytest
 
 from kube_router_sctp import config
-from tests.conftest import upstream_source_for
 from tests.support import env
 
 pytestmark = [pytest.mark.docker, pytest.mark.upstream, pytest.mark.slow]
 CA_NAMES = ("kube-router-sctp-ca.crt", "etc/kube-router-sctp/ca-bundle.crt")
-
-
-def args(version: str = "v0.3.2") -> list[str]:
-    source = upstream_source_for(version)
-    return ["--kube-router-version", version, "--base-family", "debian", "--ipvsadm-version", "1.31",
-            *(["--kube-router-source", source] if source else [])]  # fmt: skip
 
 
 def error_line(stderr: str) -> str:
@@ -59,7 +52,7 @@ def untrusted_mirror(tmp_path: Path) -> Iterator[str]:
         capture_output=True,
     )  # fmt: skip
     if made.returncode != 0:
-        pytest.skip(f"needs openssl to make a certificate: {made.stderr.decode()[-200:]}")
+        env.missing(f"needs openssl to make a certificate: {made.stderr.decode()[-200:]}")
     server = http.server.ThreadingHTTPServer((gateway, 0), _NoArchive)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -73,27 +66,32 @@ def untrusted_mirror(tmp_path: Path) -> Iterator[str]:
         server.server_close()
 
 
-def test_an_untrusted_mirror_certificate_names_the_ca_setting(untrusted_mirror: str, tmp_path: Path) -> None:
-    result = env.run_cli("build", *args(), "--debian-mirror", untrusted_mirror, "-q")
+def test_an_untrusted_mirror_certificate_names_the_ca_setting(
+    untrusted_mirror: str, v032_debian_args: list[str], tmp_path: Path
+) -> None:
+    result = env.run_cli("build", *v032_debian_args, "--debian-mirror", untrusted_mirror, "-q")
     assert result.returncode == 6, result.stderr[-2000:]
     line = error_line(result.stderr)
     assert "image build failed at step" in line and "apt-get" in line
     assert "could not verify a TLS certificate" in line and "--ca-bundle" in line and "mirrors.ca-bundle" in line
     # With the mirror's own certificate as the bundle, TLS passes (apt then finds no archive there).
     trusted = env.run_cli(
-        "build", *args(), "--debian-mirror", untrusted_mirror, "--ca-bundle", str(tmp_path / "cert.pem"), "-q"
+        "build", *v032_debian_args, "--debian-mirror", untrusted_mirror, "--ca-bundle", str(tmp_path / "cert.pem"), "-q"
     )
     assert trusted.returncode == 6
     assert "could not verify a TLS certificate" not in error_line(trusted.stderr)
 
 
-def test_an_https_mirror_needs_no_ca_option_and_the_runtime_never_holds_the_ca(tmp_path: Path) -> None:
+def test_an_https_mirror_needs_no_ca_option_and_the_runtime_never_holds_the_ca(
+    v032_debian_args: list[str], tmp_path: Path
+) -> None:
     host = config.host_debian_mirror()
     if not host or config.host_ca_bundle() is None:
-        pytest.skip("needs a Debian mirror in the host's apt sources and a host trust store")
+        env.missing("needs a Debian mirror in the host's apt sources and a host trust store")
     mirror = "https://" + host.split("://", 1)[1]
     report = tmp_path / "r.json"
-    result = env.run_cli("build", *args(), "--debian-mirror", mirror, "--report", str(report), "-q", timeout=3600)
+    result = env.run_cli("build", *v032_debian_args, "--debian-mirror", mirror, "--report", str(report), "-q",
+                         timeout=3600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     image = json.loads(report.read_text())["stages"]["build"]["image_id"]
     engine = env.docker_engine()
