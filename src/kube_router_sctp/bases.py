@@ -68,6 +68,9 @@ def resolve(plan: Plan, engine: Engine, platform: str = NATIVE) -> BaseImages:
     for ref in wanted:
         if _present(engine, names[ref], platform):
             continue
+        if plan.settings.offline:  # the daemon must not reach a registry either
+            failures.append((ref, "not on the daemon, and --offline pulls nothing"))
+            continue
         log.info(f"base image {ref} for {platform} is not on the daemon; pulling it")
         try:
             engine.pull(ref, platform=platform)
@@ -79,7 +82,8 @@ def resolve(plan: Plan, engine: Engine, platform: str = NATIVE) -> BaseImages:
         return BaseImages(names[configured.builder], names[configured.ipvsadm_builder], names[configured.runtime])
     missing = ", ".join(ref for ref, _ in failures)
     if mode == "auto" and plan.family == "debian":
-        return _use_bootstrap(plan, engine, configured, f"no registry answered for {missing}", platform)
+        why = f"{missing} not on the daemon (--offline pulls nothing)" if plan.settings.offline else None
+        return _use_bootstrap(plan, engine, configured, why or f"no registry answered for {missing}", platform)
     hint = (
         "load the images (docker load), configure a registry mirror for the daemon, or build the "
         "debian family with --bootstrap-bases auto"
@@ -99,6 +103,12 @@ def _use_bootstrap(plan: Plan, engine: Engine, configured: BaseImages, why: str,
     reference = bootstrap_reference(suite, platform)
     if _present(engine, reference, platform):
         log.info(f"{why}: using the bootstrapped Debian {suite} base {reference}")
+    elif plan.settings.offline:
+        raise DockerError(
+            f"{why}, and the bootstrapped Debian {suite} base {reference} is not on the daemon either; "
+            "--offline cannot bootstrap it (debootstrap needs the Debian mirror)",
+            "build once with network (the base stays on the daemon), or docker load the base images",
+        )
     else:
         log.info(f"{why}: bootstrapping a Debian {suite} base for {platform} from the Debian mirror")
         bootstrap(engine, suite, plan.settings.mirrors.debian, reference, platform)

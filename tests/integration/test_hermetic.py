@@ -112,3 +112,20 @@ def test_offline_builds_a_module_line_from_the_cache_alone(upstream: Upstream, t
     assert len(error) == 1
     assert f"Go module {module['module']}@{module['version']}.zip is not in the cache" in error[0]
     assert "--offline forbids downloading" in error[0]
+
+
+def test_offline_asks_no_registry_for_base_images(capfd: pytest.CaptureFixture[str]) -> None:
+    """--offline keeps the daemon off the network too: a base image it lacks is not pulled
+    (on this machine no registry answers; the bootstrapped base stands in, as online)."""
+    from kube_router_sctp import bases, config, plan
+
+    engine = env.docker_engine()
+    built = plan.build(config.load({"build.base-family": "debian", "build.offline": True}))
+    configured = {built.builder_image, built.runtime_image}
+    if all(engine.image(ref) is not None for ref in configured):
+        env.missing(f"needs a daemon without {', '.join(sorted(configured))} (here they were loaded)")
+    if engine.image(bases.bootstrap_reference("bookworm")) is None:
+        env.missing("needs the bootstrapped Debian base on the daemon (any debian-family build makes it)")
+    resolved = bases.resolve(built, engine)
+    assert resolved.bootstrapped
+    assert "pulling" not in capfd.readouterr().err
