@@ -1,6 +1,6 @@
 """Hermetic builds on the real daemon: the Go and ipvsadm stages build with the build
 container's network disabled (``network_mode=none``), one release of each layout; offline
-builds of a module line use only the cache.
+builds of a module line use only a cache carried by ``cache export``/``cache import``.
 
 How the network is off while apt still works: the stages that install packages come first
 in the Dockerfile and are built on their own, with the network (apt needs the Debian
@@ -88,25 +88,42 @@ def test_each_layout_builds_with_the_network_off(upstream: Upstream, version: st
     assert labels["io.github.kube-router-sctp.kube-router.version"] == version
 
 
-def test_offline_builds_a_module_line_from_the_cache_alone(upstream: Upstream, tmp_path: Path) -> None:
-    """`fetch` fills an empty cache; `--offline` then builds from it, downloading nothing;
-    with one module taken out of the cache, --offline names it and fails."""
+def test_offline_builds_a_module_line_from_a_carried_cache_alone(upstream: Upstream, tmp_path: Path) -> None:
+    """The air-gap story end to end: `fetch` fills an empty cache, `cache export` writes it,
+    `cache import` fills another empty cache from the archive alone, and `--offline` builds
+    from that one, downloading nothing; with one module taken out of it, --offline names the
+    module and fails."""
     if upstream.source is None:
         env.missing(upstream.reason())  # an empty cache has no tree: the source is needed
-    cache = tmp_path / "cache"
-    where = ["--cache-dir", str(cache), "--kube-router-source", str(upstream.source)]
-    fetched = env.run_cli("fetch", "--kube-router-version", "v1.2.3", *BUILD, *where, timeout=3600)
+    here, there, archive = tmp_path / "here", tmp_path / "there", tmp_path / "carried.tar"
+    fetched = env.run_cli("fetch", "--kube-router-version", "v1.2.3", *BUILD, "--cache-dir", str(here),
+                          "--kube-router-source", str(upstream.source), timeout=3600)  # fmt: skip
     assert fetched.returncode == 0, fetched.stderr[-3000:]
     assert "go-modules v1.2.3" in fetched.stdout
-    report, _ = build(upstream, "v1.2.3", tmp_path, "--offline", *where)
+    exported = env.run_cli("cache", "export", str(archive), "--cache-dir", str(here), "-q")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    imported = env.run_cli("cache", "import", str(archive), "--cache-dir", str(there), "-q")
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    # Everything the export counted arrived (the summaries name the same numbers).
+    counts = exported.stdout.strip().split(": ", 1)[1].split(", ")[:3]
+    assert imported.stdout.strip().split(": imported ", 1)[1].split(", ") == counts, (exported.stdout, imported.stdout)
+    assert int(counts[1].split()[0]) > 0  # Go module entries were carried
+
+    where = ["--offline", "--cache-dir", str(there)]
+    args = ["build", "--kube-router-version", "v1.2.3", *BUILD, *where]
+    report_path = tmp_path / "offline.json"
+    result = env.run_cli(*args, "--report", str(report_path))  # no --kube-router-source: the cache alone
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
     assert report["stages"]["go_modules"]["bytes_downloaded"] == 0
     assert report["stages"]["fetch"]["bytes_downloaded"] == 0
+    assert report["stages"]["build"]["network"]["other_stages"] == "none"
 
-    index = cache / "index" / "gomod"
+    index = there / "index" / "gomod"
     entry = next(p for p in sorted(index.iterdir()) if '"file": "zip"' in p.read_text())
     module = json.loads(entry.read_text())
     entry.unlink()
-    result = env.run_cli("build", "--kube-router-version", "v1.2.3", *BUILD, "--offline", *where)
+    result = env.run_cli(*args)
     assert result.returncode == 3, result.stderr[-2000:]
     error = [line for line in result.stderr.splitlines() if line.startswith("kube-router-sctp: error:")]
     assert len(error) == 1
