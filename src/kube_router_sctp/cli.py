@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from . import __version__, config, doctor, log, safefs, schema, validate
+from . import __version__, cachearchive, config, doctor, log, safefs, schema, validate
 from . import plan as plan_module
 from .cache import Cache
 from .engine import Engine
@@ -321,18 +321,24 @@ def cache_group(ctx: click.Context) -> None:
     """Carry a filled cache to an air-gapped site: `cache export FILE` here, `cache import FILE` there."""
 
 
+def _cache_archive(
+    ctx: click.Context, step: str, act: Callable[[Cache, Path], cachearchive.Summary]
+) -> tuple[Path, cachearchive.Summary]:
+    """Run ``act`` (export or import) on the configured cache and the FILE argument."""
+    settings, _ = _settings(ctx)
+    path = Path(ctx.obj["file"])
+    with log.step(step, str(path)):
+        summary = act(Cache(settings.cache_dir), path)
+    return path, summary
+
+
 @cache_group.command("export")
 @_options
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @_handled
 def cache_export_command(ctx: click.Context) -> None:
     """Write every verified entry of the cache (downloads, Go modules, source trees) to FILE."""
-    from . import cachearchive
-
-    settings, _ = _settings(ctx)
-    dest = Path(ctx.obj["file"])
-    with log.step("cache export", str(dest)):
-        summary = cachearchive.export(Cache(settings.cache_dir), dest)
+    dest, summary = _cache_archive(ctx, "cache export", cachearchive.export)
     log.out(
         f"{dest}: {summary.blobs} files, {summary.modules} Go module entries, {summary.trees} source trees, "
         f"{summary.bytes / 1048576:.1f} MiB"
@@ -345,12 +351,7 @@ def cache_export_command(ctx: click.Context) -> None:
 @_handled
 def cache_import_command(ctx: click.Context) -> None:
     """Verify every entry of FILE (written by `cache export`) and add them to the cache."""
-    from . import cachearchive
-
-    settings, _ = _settings(ctx)
-    source = Path(ctx.obj["file"])
-    with log.step("cache import", str(source)):
-        summary = cachearchive.import_archive(Cache(settings.cache_dir), source)
+    source, summary = _cache_archive(ctx, "cache import", cachearchive.import_archive)
     log.out(
         f"{source}: imported {summary.blobs} files, {summary.modules} Go module entries, {summary.trees} source trees"
     )
