@@ -90,8 +90,10 @@ def test_an_https_mirror_needs_no_ca_option_and_the_runtime_never_holds_the_ca(
         env.missing("needs a Debian mirror in the host's apt sources and a host trust store")
     mirror = "https://" + host.split("://", 1)[1]
     report = tmp_path / "r.json"
+    # An image name of its own: the shared build's tag stays on the shared build, and this
+    # build's layers stay tagged, so the next run is a layer-cache hit.
     result = env.run_cli("build", *v032_debian_args, "--debian-mirror", mirror, "--report", str(report), "-q",
-                         timeout=3600)  # fmt: skip
+                         "--image-name", "kube-router-sctp/itest-https-mirror", timeout=3600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     image = json.loads(report.read_text())["stages"]["build"]["image_id"]
     engine = env.docker_engine()
