@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from . import config, context, log, render
+from . import config, context, fetch, log, render
 from . import plan as plan_module
 from .cache import remove_tree
 from .errors import PipelineError
@@ -80,6 +80,27 @@ def _script(packages: list[str], steps: tuple[str, ...], test_run: Mapping[str, 
     ]
     lines += [f"run {step} {commands[step]}" for step in steps]
     return "\n".join(lines) + "\n"
+
+
+def toolchain_image(pipeline: Pipeline) -> str:
+    """The go-toolchain stage of the release's Dockerfile as an image of its own: the
+    environment every check runs in, so a series is checked in exactly the Go its
+    release line builds with."""
+    plan = pipeline.plan
+    rendered = pipeline.render()
+    go = plan.line.go
+    toolchain = fetch.go_toolchain(plan, pipeline.downloader)
+    reference = f"kube-router-sctp/go-toolchain:{go.kind}-{go.value.replace(':', '-').replace('/', '-')}-{plan.family}"
+    with log.step("toolchain", reference):
+        scratch = pipeline.cache.scratch("toolchain-")
+        try:
+            ctx = context.write(
+                scratch / "context.tar", plan, rendered, go_toolchain=toolchain.path if toolchain else None
+            )
+            pipeline.engine.build(ctx.path, reference, target="go-toolchain", on_output=lambda _text: None)
+        finally:
+            remove_tree(scratch)
+    return reference
 
 
 def _packages(files: list[str]) -> list[str]:
@@ -155,7 +176,7 @@ def check_version(version: str, flags: dict[str, object], control: bool) -> Row:
     else:
         touched = sorted({f for applied in patched.applied for f in applied.files})
     packages = _packages(touched)
-    image = pipeline.toolchain_image()
+    image = toolchain_image(pipeline)
     workdir = render.workdir(plan.line.layout)
     script = _script(packages, ("vet", "build", "tests"), plan.series.test_run)
     results, output = _run_in_toolchain(pipeline, image, patched, script, workdir)

@@ -7,7 +7,6 @@ only after the smoke test passed on the very digest the registry holds.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import bases, context, fetch, log, patch, render, safefs, smokestage
+from . import bases, context, fetch, log, patch, records, render, safefs, smokestage
 from .cache import Cache, remove_tree
 from .download import Downloader
 from .engine import Engine
@@ -61,7 +60,7 @@ class Pipeline:
         self._bases: BaseImages | None = None
         self._rendered: Rendered | None = None
         self._built: Built | None = None
-        self.report.set("plan", self._plan_record())
+        self.report.set("plan", records.plan_record(self.plan))
 
     # -- helpers ----------------------------------------------------------------------
     @property
@@ -69,21 +68,6 @@ class Pipeline:
         if self._engine is None:
             self._engine = Engine(self.plan.settings.docker_host)
         return self._engine
-
-    def _plan_record(self) -> dict[str, Any]:
-        plan = self.plan
-        return {
-            "kube_router_version": plan.version,
-            "source": plan.source.describe(),
-            "release_line": plan.line.name,
-            "patch_series": plan.series.name,
-            "series_revision": plan.series.revision,
-            "native": plan.series.native,
-            "ipvsadm_version": plan.ipvsadm_version,
-            "family": plan.family,
-            "image_repository": plan.image_repository,
-            "release_tags": list(plan.release_tags),
-        }
 
     # -- stages -----------------------------------------------------------------------
     def fetch(self) -> Fetched:
@@ -96,27 +80,9 @@ class Pipeline:
                     fetch.ipvsadm(self.plan, self.downloader),
                     fetch.go_toolchain(self.plan, self.downloader),
                 )
-            kr = fetched.kube_router
             self.report.add(
                 "fetch",
-                {
-                    "kube_router": {
-                        "version": kr.version,
-                        "commit": kr.commit,
-                        "tree_sha256": kr.tree_sha256,
-                        "origin": kr.origin,
-                        "restored_files": [r.describe() for r in kr.restored],
-                    },
-                    "ipvsadm": {
-                        "file": self.plan.ipvsadm.name,
-                        "sha256": fetched.ipvsadm.sha256,
-                        "url": fetched.ipvsadm.url or "cache",
-                    },
-                    "go_toolchain": None
-                    if fetched.go_toolchain is None
-                    else {"sha256": fetched.go_toolchain.sha256, "url": fetched.go_toolchain.url or "cache"},
-                    "bytes_downloaded": self.downloader.bytes_downloaded,
-                },
+                records.fetch_record(self.plan, fetched, self.downloader.bytes_downloaded),
                 time.monotonic() - start,
             )
             self._fetched = fetched
@@ -141,24 +107,7 @@ class Pipeline:
                 patched = patch.run(tree.path, series)
                 for item in patched.applied:
                     log.info(f"applied {item.name}: {item.description}")
-            self.report.add(
-                "patch",
-                {
-                    "series": series.name,
-                    "revision": series.revision,
-                    "native": series.native,
-                    "applied": [
-                        {
-                            "name": a.name,
-                            "sha256": a.sha256,
-                            "description": a.description,
-                            "files": list(a.files),
-                        }
-                        for a in patched.applied
-                    ],
-                },
-                time.monotonic() - start,
-            )
+            self.report.add("patch", records.patch_record(self.plan, patched), time.monotonic() - start)
             self._patched = patched
         return self._patched
 
@@ -198,13 +147,7 @@ class Pipeline:
         if self._rendered is None:
             with log.step("render", "images/Dockerfile.j2"):
                 rendered = render.render(self.plan, self.bases(resolve_bases), gobgp_module=self._gobgp_module())
-            self.report.add(
-                "render",
-                {
-                    "base_images": rendered.provenance["base_images"],
-                    "source_date_epoch": rendered.source_date_epoch,
-                },
-            )
+            self.report.add("render", records.render_record(rendered))
             self._rendered = rendered
         return self._rendered
 
@@ -336,42 +279,18 @@ class Pipeline:
             log.info(f"image {image_id[:19]}, {built.size / 1048576:.1f} MiB")
             self.report.add(
                 "build",
-                {
-                    "image_id": image_id,
-                    "size": built.size,
-                    "candidate": candidate,
-                    "context_bytes": ctx.size,
-                    "context_sha256": ctx.sha256,
-                    "dockerfile_sha256": _sha256(rendered.dockerfile),
-                    # Only these stages saw a network; every other step was built with none.
-                    "network": {"package_stages": list(rendered.prepare_stages), "other_stages": "none"},
-                },
+                records.build_record(
+                    image_id=image_id,
+                    size=built.size,
+                    candidate=candidate,
+                    context_bytes=ctx.size,
+                    context_sha256=ctx.sha256,
+                    rendered=rendered,
+                ),
                 time.monotonic() - start,
             )
             self._built = built
         return self._built
-
-    def toolchain_image(self) -> str:
-        """The go-toolchain stage as an image of its own (the environment of check-patches)."""
-        rendered = self.render()
-        go = self.plan.line.go
-        toolchain = fetch.go_toolchain(self.plan, self.downloader)
-        reference = (
-            f"kube-router-sctp/go-toolchain:{go.kind}-{go.value.replace(':', '-').replace('/', '-')}-{self.plan.family}"
-        )
-        with log.step("toolchain", reference):
-            scratch = self.cache.scratch("toolchain-")
-            try:
-                ctx = context.write(
-                    scratch / "context.tar",
-                    self.plan,
-                    rendered,
-                    go_toolchain=toolchain.path if toolchain else None,
-                )
-                self.engine.build(ctx.path, reference, target="go-toolchain", on_output=lambda _text: None)
-            finally:
-                remove_tree(scratch)
-        return reference
 
     def push_candidate(self) -> Pushed:
         built = self.build()
@@ -527,7 +446,3 @@ class Pipeline:
             )
             self.report.add("smoke", {"skipped": True})
         return self.promote(pushed)
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
