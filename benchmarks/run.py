@@ -5,8 +5,10 @@ Writes results/benchmarks.md and results/benchmarks.json: the machine, then each
 the median of several runs with min and max. Not a test: figures vary with the machine;
 the goals are compared and misses are stated, nothing fails.
 
+\b
     .venv/bin/python benchmarks/run.py [--runs 3] [--cold-runs 4] [--skip-cold] [--skip-vm] [--matrix]
     .venv/bin/python benchmarks/run.py --pairs-only      # only the Go-module release pairs
+    .venv/bin/python benchmarks/run.py --kernels-only [--kernel SPEC ...]
 
 Inputs come from the user's configuration like every other run (the kube-router source,
 mirrors); the build is the debian family of patched kube-router v0.3.2 with ipvsadm 1.31.
@@ -16,7 +18,6 @@ the first build is cold (no download cache, no layer cache), the second shares b
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 import jinja2
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -259,48 +261,68 @@ def _check(result: subprocess.CompletedProcess[str]) -> None:
         raise SystemExit(result.stderr[-1500:])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--cold-runs", type=int, default=4)
-    parser.add_argument("--skip-cold", action="store_true")
-    parser.add_argument("--skip-vm", action="store_true")
-    parser.add_argument("--matrix", action="store_true", help="also time check-patches --all (about an hour)")
-    parser.add_argument(
-        "--kernels-only",
-        nargs="*",
-        metavar="SPEC",
-        help=f"only the new-kernel verdict, on these kernels (default: {' '.join(NEW_KERNELS)})",
-    )
-    parser.add_argument("--skip-pairs", action="store_true", help="skip the Go-module release pairs")
-    parser.add_argument("--pairs-only", action="store_true", help="only the Go-module release pairs")
-    parser.add_argument("--output", type=Path, default=PROJECT / "results")
-    args = parser.parse_args()
-    args.output.mkdir(parents=True, exist_ok=True)
+@click.command(help=__doc__)
+@click.option("--runs", type=click.IntRange(1), default=3, show_default=True, help="Warm runs per figure.")
+@click.option("--cold-runs", type=click.IntRange(1), default=4, show_default=True, help="Clean (no-cache) builds.")
+@click.option("--skip-cold", is_flag=True, help="No clean builds.")
+@click.option("--skip-vm", is_flag=True, help="No QEMU figures (boot, smoke, verify, new kernels).")
+@click.option("--matrix", is_flag=True, help="Also time check-patches --all (about an hour).")
+@click.option("--kernels-only", is_flag=True, help="Only the new-kernel verdict.")
+@click.option(
+    "--kernel",
+    "kernels",
+    multiple=True,
+    metavar="SPEC",
+    help=f"A kernel for --kernels-only (repeat; default: {' '.join(NEW_KERNELS)}).",
+)
+@click.option("--skip-pairs", is_flag=True, help="Skip the Go-module release pairs.")
+@click.option("--pairs-only", is_flag=True, help="Only the Go-module release pairs.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=PROJECT / "results",
+    show_default=True,
+    help="Where the JSON and Markdown results go.",
+)
+def main(
+    runs: int,
+    cold_runs: int,
+    skip_cold: bool,
+    skip_vm: bool,
+    matrix: bool,
+    kernels_only: bool,
+    kernels: tuple[str, ...],
+    skip_pairs: bool,
+    pairs_only: bool,
+    output: Path,
+) -> None:
+    if kernels and not kernels_only:
+        raise click.UsageError("--kernel chooses the kernels of --kernels-only; add --kernels-only")
+    output.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine(), "figures": {}}
     figures = results["figures"]
-    if args.kernels_only is not None:
-        figures["new_kernel"] = kernel_figures(list(args.kernels_only or NEW_KERNELS), max(1, args.runs))
-        (args.output / "benchmarks-kernels.json").write_text(json.dumps(results, indent=2) + "\n")
-        (args.output / "benchmarks-kernels.md").write_text(markdown(results))
+    if kernels_only:
+        figures["new_kernel"] = kernel_figures(list(kernels or NEW_KERNELS), runs)
+        (output / "benchmarks-kernels.json").write_text(json.dumps(results, indent=2) + "\n")
+        (output / "benchmarks-kernels.md").write_text(markdown(results))
         print(markdown(results))
         return
     work = Path(tempfile.mkdtemp(prefix="krs-bench-"))
     try:
-        if not args.skip_pairs:
+        if not skip_pairs:
             figures["pairs"] = [release_pair(first, second, work) for first, second in PAIRS]
-        if args.pairs_only:
-            finish(results, args.output)
+        if pairs_only:
+            finish(results, output)
             return
         context = work / "context.tar"
         first = pipeline_build(work / "prime.json", nocache=False, save=context)  # warm the download cache
         figures["context_bytes"] = first["stages"]["build"]["context_bytes"]
         figures["runtime_image_bytes"] = first["stages"]["build"]["size"]
 
-        if not args.skip_cold:
+        if not skip_cold:
             existing = Engine().image_ids()
             cold_pipe, cold_plain = [], []
-            for n in range(args.cold_runs):
+            for n in range(cold_runs):
                 # Alternate which goes first: the second build of a pair finds the Debian
                 # mirror's (and any proxy's) caches warm from the first.
                 def pipe(n: int = n) -> float:
@@ -323,7 +345,7 @@ def main() -> None:
 
         warm_pipe, warm_plain, warm_bytes = [], [], []
         docker_build(context, "kube-router-sctp/bench-plain", nocache=False)  # prime the plain build's cache
-        for n in range(args.runs):
+        for n in range(runs):
             report = work / f"warm{n}.json"
             warm_pipe.append(timed(lambda report=report: pipeline_build(report, nocache=False)))
             warm_bytes.append(json.loads(report.read_text())["stages"]["fetch"]["bytes_downloaded"])
@@ -337,17 +359,17 @@ def main() -> None:
         figures["single_stage_image_bytes"] = single_stage_size(context, work)
         figures["size_ratio"] = figures["runtime_image_bytes"] / figures["single_stage_image_bytes"]
 
-        if not args.skip_vm:
-            figures.update(vm_figures(max(1, min(args.runs, 3))))
-            figures["new_kernel"] = kernel_figures(list(NEW_KERNELS), max(1, min(args.runs, 3)))
-        if args.matrix:
+        if not skip_vm:
+            figures.update(vm_figures(max(1, min(runs, 3))))
+            figures["new_kernel"] = kernel_figures(list(NEW_KERNELS), max(1, min(runs, 3)))
+        if matrix:
             start = time.monotonic()
             result = cli("check-patches", "--all", "--base-family", "debian", timeout=6 * 3600)
             figures["check_patches_all_s"] = time.monotonic() - start
             figures["check_patches_all_passed"] = result.returncode == 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    finish(results, args.output)
+    finish(results, output)
 
 
 def finish(results: dict[str, Any], output: Path) -> None:
