@@ -113,6 +113,10 @@ def test_ctrl_c_during_the_build(tmp_path: Path, debian_image: str, v032_debian_
         [sys.executable, str(env.PROJECT / "build.py"), "build", *v032_debian_args, "--docker-host", proxy.address,
          "--report", str(report)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=env.PROJECT,
+        # A run started in the background by a shell without job control inherits SIGINT
+        # ignored (and Python then installs no KeyboardInterrupt): give the child the
+        # terminal's default, as an operator's Ctrl-C meets it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
