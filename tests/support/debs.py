@@ -234,7 +234,14 @@ def gpg_key(home: Path) -> Path:
     keyring = home / "archive.gpg"
     exported = subprocess.run(["gpg", "--export"], env=env, check=True, capture_output=True).stdout
     keyring.write_bytes(exported)
+    _stop_agent(env)
     return keyring
+
+
+def _stop_agent(env: dict[str, str]) -> None:
+    """gpg starts an agent per GNUPGHOME that outlives it: stop it, so a test leaves no
+    daemon behind (the next gpg call starts one again if it needs one)."""
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, check=False, capture_output=True)
 
 
 def packages_paragraph(path: Path, root: Path, source: str = "linux-signed-amd64 (7.2.99+1)") -> str:
@@ -278,4 +285,5 @@ def archive(root: Path, home: Path, suite: str, paragraphs: list[str], *, codena
         check=True,
         capture_output=True,
     )
+    _stop_agent(env)
     return dists / "InRelease"
