@@ -48,7 +48,7 @@ def test_levels(capsys: pytest.CaptureFixture[str]) -> None:
         log.set_level(level)
         with log.step("build", "x"):
             log.info("an info line")
-            log.stream("Get:1 http://deb.debian.org bookworm InRelease\n")
+            log.stream("Get:1 http://mirror.example bookworm InRelease\n")
         log.warn("a warning")
         err = capsys.readouterr().err
         assert ("an info line" in err) == (level >= log.NORMAL)

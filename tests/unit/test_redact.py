@@ -19,8 +19,8 @@ from kube_router_sctp import redact
         ('{"auth": "dXNlcjpwYXNz"}', '{"auth": "***"}'),
         ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic ***"),
         (
-            "no secret in https://deb.debian.org/debian?arch=amd64",
-            "no secret in https://deb.debian.org/debian?arch=amd64",
+            "no secret in https://mirror.example/debian?arch=amd64",
+            "no secret in https://mirror.example/debian?arch=amd64",
         ),
         ("ssh://git@host/x and user@host:path", "ssh://***@host/x and user@host:path"),
     ],
@@ -41,7 +41,7 @@ def test_registered_forms(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_has_credentials() -> None:
     assert redact.has_credentials("https://u:p@proxy.example")
     assert redact.has_credentials("https://proxy.example/?access_token=x,direct")
-    assert not redact.has_credentials("https://proxy.golang.org,direct")
+    assert not redact.has_credentials("https://goproxy.example,direct")
 
 
 @pytest.mark.timeout(30)
