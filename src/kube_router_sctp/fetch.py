@@ -159,10 +159,6 @@ def go_toolchain(plan: Plan, downloader: Downloader) -> Downloaded | None:
     return goproxy.toolchain_zip(downloader, plan.settings.mirrors.go_proxy, go.value, "amd64", go.sha256)
 
 
-def run(plan: Plan, cache: Cache, downloader: Downloader) -> Fetched:
-    return Fetched(kube_router(plan, cache, downloader), ipvsadm(plan, downloader), go_toolchain(plan, downloader))
-
-
 @dataclass(frozen=True)
 class GobgpModule:
     module: str
