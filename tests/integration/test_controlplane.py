@@ -21,20 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from kube_router_sctp import config
-from tests.support import env
-
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def binaries():  # type: ignore[no-untyped-def]
-    from kube_router_sctp.controlplane import build as cpbuild
-
-    for tool, package in (("etcd", "etcd-server"), ("kubectl", "kubernetes-client"), ("openssl", "openssl")):
-        env.require_binary(tool, package)
-    env.docker_engine()
-    return cpbuild.binaries(config.load())
+def binaries(controlplane_binaries):  # type: ignore[no-untyped-def]
+    return controlplane_binaries
 
 
 @pytest.fixture

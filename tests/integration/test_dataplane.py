@@ -52,15 +52,9 @@ def node_prerequisites() -> None:
 
 
 @pytest.fixture(scope="module")
-def control_plane() -> str:
-    """The control plane's binaries, built once by the project's own code (the test
-    set-up on a fresh machine: about ten minutes of compile), then from the cache."""
-    from kube_router_sctp.controlplane import build as cpbuild
-
-    env.require_binary("etcd", "etcd-server")
-    env.require_binary("kubectl", "kubernetes-client")
-    env.docker_engine()
-    return cpbuild.binaries(config.load()).version
+def control_plane(controlplane_binaries) -> str:  # type: ignore[no-untyped-def]
+    """The control plane's version (its binaries: the shared session fixture)."""
+    return str(controlplane_binaries.version)
 
 
 def _series_exists(version: str) -> bool:
