@@ -120,8 +120,11 @@ def test_kube_router_runs_with_its_cluster_role_and_no_more(plane, tmp_path: Pat
     assert requests[("list", "/api/v1/secrets", 403)] == 1, requests
 
 
+# The child restores Python's Ctrl-C handler: a suite started in the background by a shell
+# without job control passes SIGINT on as ignored, and Python keeps an inherited SIG_IGN.
 _CHILD = """
-import json, sys, time
+import json, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from kube_router_sctp import config
 from kube_router_sctp.controlplane import build
