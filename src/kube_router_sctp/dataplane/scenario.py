@@ -429,21 +429,21 @@ class Scenario:
         """Every request kube-router made (the audit log, by its service account): none
         refused, and Services plus Endpoints or EndpointSlices listed and watched."""
         start = time.monotonic()
-        requests = api_requests(self.audit(), KUBE_ROUTER_USER)
+        made = api_requests(self.audit(), KUBE_ROUTER_USER)
         self.evidence["kube-router's API requests (audit log: verb, path, status, count)"] = "\n".join(
-            f"{verb:6} {path} {code} x{count}" for (verb, path, code), count in sorted(requests.items())
+            f"{verb:6} {path} {code} x{count}" for (verb, path, code), count in sorted(made.items())
         )
-        refused = sorted({f"{verb} {path} ({code})" for (verb, path, code) in requests if code in (401, 403)})
-        watched = {path for (verb, path, code) in requests if verb == "watch" and code == 200}
+        refused = sorted({f"{verb} {path} ({code})" for (verb, path, code) in made if code in (401, 403)})
+        watched = {path for (verb, path, code) in made if verb == "watch" and code == 200}
         endpoints = {p for p in watched if p.endswith(("/endpoints", "/endpointslices"))}
         services = {p for p in watched if p.endswith("/services")}
-        groups = sorted({_group_version(path) for (_, path, _) in requests})
-        detail = f"{sum(requests.values())} request(s) to {', '.join(groups) or 'nothing'}"
+        groups = sorted({_group_version(path) for (_, path, _) in made})
+        detail = f"{sum(made.values())} request(s) to {', '.join(groups) or 'nothing'}"
         if refused:
             detail += f"; REFUSED: {', '.join(refused[:6])}"
         if not (services and endpoints):
             detail += "; Services and Endpoints/EndpointSlices NOT both watched"
-        passed = bool(requests) and not refused and bool(services and endpoints)
+        passed = bool(made) and not refused and bool(services and endpoints)
         name = "kube-router's API requests all authorized (RBAC, its ClusterRole)"
         self.add(Outcome(name, passed, self.expect(sctp=False), time.monotonic() - start, detail))
 
