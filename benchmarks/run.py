@@ -9,6 +9,7 @@ the goals are compared and misses are stated, nothing fails.
     .venv/bin/python benchmarks/run.py [--runs 3] [--cold-runs 4] [--skip-cold] [--skip-vm] [--matrix]
     .venv/bin/python benchmarks/run.py --pairs-only      # only the Go-module release pairs
     .venv/bin/python benchmarks/run.py --kernels-only [--kernel SPEC ...]
+    .venv/bin/python benchmarks/run.py --controlplane-only   # the dataplane proof's control plane
 
 Inputs come from the user's configuration like every other run (the kube-router source,
 mirrors); the build is the debian family of patched kube-router v0.3.2 with ipvsadm 1.31.
@@ -256,6 +257,38 @@ def kernel_figures(specs: list[str], runs: int) -> dict[str, Any]:
     return figures
 
 
+def controlplane_figures(runs: int) -> dict[str, Any]:
+    """The dataplane proof's control plane as a fresh machine meets it: built from nothing
+    (an empty cache and module volume: toolchain, modules, compile), then found in the
+    cache; and one start and stop of etcd, kube-apiserver and kube-controller-manager."""
+    from kube_router_sctp.controlplane import build as cpbuild
+    from kube_router_sctp.controlplane.cluster import ControlPlane
+
+    cache_dir = Path(tempfile.mkdtemp(prefix="krs-bench-cache-"))
+    volume = f"krs-bench-gomod-{os.getpid()}"
+    settings = config.load({"paths.cache-dir": str(cache_dir)})
+    try:
+        cold = timed(lambda: cpbuild.binaries(settings, module_volume=volume))
+        warm = [timed(lambda: cpbuild.binaries(settings, module_volume=volume)) for _ in range(runs)]
+        built = cpbuild.binaries(settings, module_volume=volume)
+        starts, stops = [], []
+        for n in range(runs):
+            plane = ControlPlane(built, cache_dir / f"plane{n}", "10.0.2.2")
+            starts.append(timed(plane.__enter__))
+            stops.append(timed(lambda plane=plane: plane.__exit__(None, None, None)))
+        return {
+            "controlplane_version": built.version,
+            "controlplane_cold_s": cold,
+            "controlplane_warm_s": stats(warm),
+            "controlplane_binary_bytes": {c: p.stat().st_size for c, p in built.paths.items()},
+            "controlplane_start_s": stats(starts),
+            "controlplane_stop_s": stats(stops),
+        }
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        Engine().remove_volume(volume)
+
+
 def _check(result: subprocess.CompletedProcess[str]) -> None:
     if result.returncode != 0:
         raise SystemExit(result.stderr[-1500:])
@@ -278,6 +311,11 @@ def _check(result: subprocess.CompletedProcess[str]) -> None:
 @click.option("--skip-pairs", is_flag=True, help="Skip the Go-module release pairs.")
 @click.option("--pairs-only", is_flag=True, help="Only the Go-module release pairs.")
 @click.option(
+    "--controlplane-only",
+    is_flag=True,
+    help="Only the dataplane proof's control plane: cold build from nothing, cached, start and stop.",
+)
+@click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
     default=PROJECT / "results",
@@ -294,6 +332,7 @@ def main(
     kernels: tuple[str, ...],
     skip_pairs: bool,
     pairs_only: bool,
+    controlplane_only: bool,
     output: Path,
 ) -> None:
     if kernels and not kernels_only:
@@ -305,6 +344,11 @@ def main(
         figures["new_kernel"] = kernel_figures(list(kernels or NEW_KERNELS), runs)
         (output / "benchmarks-kernels.json").write_text(json.dumps(results, indent=2) + "\n")
         (output / "benchmarks-kernels.md").write_text(markdown(results))
+        print(markdown(results))
+        return
+    if controlplane_only:
+        figures.update(controlplane_figures(runs))
+        (output / "benchmarks-controlplane.json").write_text(json.dumps(results, indent=2) + "\n")
         print(markdown(results))
         return
     work = Path(tempfile.mkdtemp(prefix="krs-bench-"))
@@ -424,6 +468,17 @@ def markdown(results: dict[str, Any]) -> str:
             "only those that differ",
             "yes" if only else "no",
         )
+    if "controlplane_cold_s" in f:
+        version = f["controlplane_version"]
+        row(
+            f"control plane {version}: build from nothing (toolchain, modules, compile)",
+            f"{f['controlplane_cold_s']:.0f} s",
+        )
+        row(f"control plane {version}: found in the cache", _fmt(f["controlplane_warm_s"]))
+        sizes = ", ".join(f"{c} {b / 1048576:.0f} MiB" for c, b in f["controlplane_binary_bytes"].items())
+        row("control plane binaries (-s -w)", sizes)
+        row("control plane start (etcd, API server ready, controllers running)", _fmt(f["controlplane_start_s"]))
+        row("control plane stop and clean-up", _fmt(f["controlplane_stop_s"]))
     if "warm_pipeline_s" not in f:
         lines.append("")
         return "\n".join(lines)

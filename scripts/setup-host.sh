@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prepare a Debian 12 host for kube-router-sctp: Debian's Docker and registry, QEMU, the
-# project's virtualenv; start dockerd and a registry on 127.0.0.1:5000 unless running.
+# Prepare a Debian 12 host for kube-router-sctp: Debian's Docker and registry, QEMU, etcd and
+# kubectl (the dataplane proof's control plane), the project's virtualenv; start dockerd and a
+# registry on 127.0.0.1:5000 unless running.
 # Idempotent: run it as often as you like. Needs root (or sudo) for apt and dockerd.
 set -euo pipefail
 
@@ -15,9 +16,11 @@ say() { printf '==> %s\n' "$*" >&2; }
 # zstd unpacks zstd-compressed kernel packages; shellcheck lints the guest scripts.
 packages=(docker-registry apache2-utils cpio qemu-system-x86 qemu-system-arm qemu-utils qemu-user-static
           binfmt-support debootstrap e2fsprogs kmod git python3-venv ca-certificates curl iproute2
-          gpgv gpg debian-archive-keyring zstd shellcheck)
+          gpgv gpg debian-archive-keyring zstd shellcheck etcd-server openssl)
 # Keep a Docker that is already installed (docker-ce, moby on CI runners); else Debian's.
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
+# Likewise kubectl (any 1.20+ does); else Debian's kubernetes-client (1.20).
+command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,6 +31,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# verify runs an etcd of its own per run, on a port chosen then; the packaged service that
+# installing etcd-server starts on systemd hosts is not needed: stop it if we started it.
+if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1 \
+   && systemctl is-active --quiet etcd 2>/dev/null; then
+    say "stopping the packaged etcd service (verify starts its own etcd per run)"
+    $sudo systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 
 if ! docker version >/dev/null 2>&1; then

@@ -89,3 +89,18 @@ def debian_image(v032_debian_args: list[str]) -> str:
     result = env.run_cli("build", *v032_debian_args, "-q")
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.split()[0]
+
+
+@pytest.fixture(scope="session")
+def controlplane_binaries():  # type: ignore[no-untyped-def]
+    """The dataplane proof's control plane (kube-apiserver, kube-controller-manager), built
+    once per machine by the project's own code from its pin (about ten minutes of compile on
+    two idle cores), then found in the cache in seconds. `.ci/run` builds it before the
+    suite, so its cold build is not billed to one test's time-out."""
+    from kube_router_sctp import config as settings
+    from kube_router_sctp.controlplane import build as cpbuild
+
+    for tool, package in (("etcd", "etcd-server"), ("kubectl", "kubernetes-client"), ("openssl", "openssl")):
+        env.require_binary(tool, package)
+    env.docker_engine()
+    return cpbuild.binaries(settings.load())

@@ -553,21 +553,29 @@ def check_patches_command(ctx: click.Context) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the results to PATH.md (tables, firewall evidence) and PATH.json (everything).",
 )
+@click.option(
+    "--manifests",
+    "manifests_path",
+    type=click.Path(path_type=Path),
+    help="Kubernetes YAML (a directory or a file) whose Services to prove (default: the 2019 report's).",
+)
 @_handled
 def verify_command(ctx: click.Context) -> None:
     """Prove IMAGE forwards SCTP (and TCP, UDP) for ClusterIP, NodePort and ExternalIP.
 
     Boots a fresh node per image and kernel (Debian's under QEMU; --kernel, repeatable,
-    names others), runs kube-router on it
-    against a Kubernetes API stand-in, and sends real messages through each path. With
-    --control, the unpatched image must fail exactly the SCTP paths.
+    names others) and a real control plane
+    (etcd, kube-apiserver, kube-controller-manager; RBAC on), applies the manifests with
+    kubectl, runs kube-router on the node with its service account, and sends real
+    messages through each Service port and address. With --control, the unpatched image
+    must fail exactly the SCTP paths.
     """
     from . import verify
 
     settings, _ = _settings(ctx)
     store = ctx.obj
     version = store.get("kube_router_version")  # only when given: else from the image's labels
-    runs = verify.verify(settings, store["image"], store.get("control_image"), version)
+    runs = verify.verify(settings, store["image"], store.get("control_image"), version, store.get("manifests_path"))
     log.out(verify.markdown(runs))
     ctx.obj["_report"].add("verify", {"runs": [run.record() for run in runs]})
     if store.get("results_path"):

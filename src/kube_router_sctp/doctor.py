@@ -292,10 +292,42 @@ def vm_checks(settings: Settings) -> Iterator[Finding]:
     yield _disk(settings.cache_dir, "cache: free disk", 10)
 
 
+def verify_checks(settings: Settings) -> Iterator[Finding]:
+    """What ``verify`` needs beside the VM: etcd and kubectl on the host, and the control
+    plane's binaries (built on the first run if the cache lacks them)."""
+    from .controlplane import build as cpbuild
+    from .errors import PipelineError
+
+    for tool, package in (("etcd", "etcd-server"), ("kubectl", "kubernetes-client"), ("openssl", "openssl")):
+        found = shutil.which(tool)
+        yield (
+            Finding(OK, f"verify: {tool}", found)
+            if found
+            else Finding(WARN, f"verify: {tool}", f"{tool} not installed", f"apt-get install {package}")
+        )
+    try:
+        cached = cpbuild.cached(settings)
+    except PipelineError as exc:
+        yield Finding(WARN, "verify: control plane", exc.message, exc.hint)
+        return
+    if cached is None:
+        yield Finding(
+            INFO,
+            "verify: control plane",
+            "kube-apiserver and kube-controller-manager are not built yet",
+            "verify builds them once (10 minutes or more), or: python -m kube_router_sctp.controlplane build",
+        )
+    else:
+        yield Finding(
+            OK, "verify: control plane", f"kube-apiserver and kube-controller-manager {cached.version} cached"
+        )
+
+
 def run(settings: Settings, image: str | None) -> list[Finding]:
     findings: list[Finding] = []
     findings += docker_checks(settings, image)
     findings += registry_checks(settings)
     findings += vm_checks(settings)
+    findings += verify_checks(settings)
     findings += node_checks()
     return findings

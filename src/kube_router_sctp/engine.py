@@ -147,15 +147,20 @@ class Container:
             tar.addfile(info, io.BytesIO(data))
         self.put_archive("/", buffer.getvalue())
 
+    def save_archive(self, path: str, dest: Path) -> None:
+        """``path`` of the container as the daemon's tar, written to the file ``dest``
+        unopened (the caller extracts it, checking every member)."""
+        with _calling(f"cannot copy {path} out of {self.image}"):
+            stream, _ = self._api.get_archive(self.id, path)
+            with dest.open("wb") as handle:
+                for chunk in stream:
+                    handle.write(chunk)
+
     def copy_out(self, path: str, dest: Path) -> None:
         """``path`` of the container into ``dest``, through the safe extractor (an image's
         files are as hostile as the source they were built from)."""
         archive_file = dest / ".copy-out.tar"
-        with _calling(f"cannot copy {path} out of {self.image}"):
-            stream, _ = self._api.get_archive(self.id, path)
-            with archive_file.open("wb") as handle:
-                for chunk in stream:
-                    handle.write(chunk)
+        self.save_archive(path, archive_file)
         try:
             with tarfile.open(archive_file) as tar:
                 archive.extract_tar(tar, dest, f"{path} of {self.image}")
@@ -475,6 +480,7 @@ class Engine:
         timeout: int = 300,
         volumes: dict[str, str] | None = None,
         files: tuple[Path, str] | None = None,
+        collect: tuple[str, Path] | None = None,
         **create: Any,
     ) -> RunResult:
         """Run a container to completion and remove it, whatever happens.
@@ -482,13 +488,17 @@ class Engine:
         ``create`` takes ``create``'s options (entrypoint, privileged, labels…);
         ``volumes`` maps named volumes to mount points (caches kept between runs);
         ``files`` is (tar file, directory): unpacked into the container before it starts,
-        which works with remote daemons too, unlike bind mounts.
+        which works with remote daemons too, unlike bind mounts. ``collect`` is (path in
+        the container, tar file): after a successful run, that path is written as a tar
+        archive to the file (the caller extracts it, checking every member).
         """
         with self.create(image, command, binds=volumes, **create) as box:
             if files is not None:
                 box.put_archive(files[1], files[0])
             box.start()
             code = box.wait(timeout)
+            if collect is not None and code == 0:
+                box.save_archive(*collect)
             return RunResult(code, box.logs())
 
     # -- long-lived containers (the dataplane node's toolbox and kube-router) -------------
@@ -581,6 +591,14 @@ class Engine:
                 if _status(exc) not in (404, 409):  # gone already, or a child/container uses it
                     raise DockerError(f"cannot remove {image_id[:19]}: {_short(exc)}", "remove it by hand") from exc
         return removed
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a named volume (a cache of ours); gone already is fine."""
+        try:
+            self.api.remove_volume(name, force=True)
+        except _SDK_ERRORS as exc:
+            if _status(exc) != 404:
+                raise DockerError(f"cannot remove volume {name}: {_short(exc)}", "remove it by hand") from exc
 
     def containers(self, label: str) -> list[dict[str, Any]]:
         with _calling(f"cannot list the containers of {self.describe()}"):

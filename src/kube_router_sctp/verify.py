@@ -2,11 +2,15 @@
 NodePort and ExternalIP services, and (with ``--control``) that its patches are why.
 
 Each image gets a node of its own: a fresh Docker-host VM on Debian's kernel under QEMU
-(``vm.dockerhost``), the image copied into it from the building daemon, the 2019
-report's topology wired in the guest (``dataplane.node``), kube-router started as its
-DaemonSet runs it against a Kubernetes API stand-in on the host (``dataplane.kubeapi``),
-then the checks (``dataplane.scenario``). Only the API is a stand-in; the kernel, the
-network and kube-router are real.
+(``vm.dockerhost``), the image copied into it from the building daemon, and a control
+plane of its own on the host (``controlplane``: etcd, kube-apiserver and
+kube-controller-manager, RBAC on). The manifests (the 2019 report's Service by default,
+or ``--manifests DIR``) are applied with kubectl; a pod per Service is wired in the guest
+(``dataplane.node``) and reported Running by the kubelet's stand-in
+(``controlplane.kubelet``); the controllers make its Endpoints and EndpointSlices;
+kube-router starts as its DaemonSet runs it, with its service account's token and its
+ClusterRole; then the checks (``dataplane.scenario``). Everything is real except the
+kubelet.
 
 A candidate must pass every check. A negative control (the same release built with
 ``--negative-control``) must fail the three SCTP cells and pass the six TCP and UDP ones.
@@ -19,19 +23,24 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from . import log, safefs
 from .cache import Cache
 from .config import Settings
-from .dataplane import manifests as m
-from .dataplane.kubeapi import KubeAPIStandIn, Store
+from .controlplane import build as cpbuild
+from .controlplane.cluster import ControlPlane
+from .controlplane.kubectl import Kubectl, kubeconfig
+from .controlplane.kubelet import Kubelet
+from .dataplane import workload as w
 from .dataplane.node import Node, kube_router_flags, transfer_image
-from .dataplane.scenario import ADDRESSES, CLIENT, PROTOCOLS, Outcome, Scenario
+from .dataplane.scenario import KUBE_ROUTER_USER, Outcome, Scenario
 from .engine import Engine
 from .errors import ConfigError, DataplaneError, KernelUnsupportedError, VMError
 from .redact import redact, redact_data
+from .validate import semver_of
 from .vm.dockerhost import HOST_FROM_GUEST, docker_host
 from .vm.kernel import KernelFiles, resolve
 
@@ -39,6 +48,7 @@ VERSION_LABEL = "io.github.kube-router-sctp.kube-router.version"
 PATCHES_LABEL = "io.github.kube-router-sctp.patches"
 SERIES_LABEL = "io.github.kube-router-sctp.patch-series"
 LOG_TAIL_LINES = 400
+MANIFESTS = "resources/manifests"
 
 
 @dataclass
@@ -53,8 +63,12 @@ class Run:
     patches: str = ""
     kernel: str = ""
     booted: dict[str, Any] = field(default_factory=dict)  # the kernel's packages and sha256s
+    control_plane: dict[str, str] = field(default_factory=dict)  # component -> version
+    manifests: str = ""
     flags: list[str] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)  # namespace/name of the Services proved
+    skipped: list[str] = field(default_factory=list)  # Services the proof could not cover, and why
     evidence: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     error: str = ""  # set when the run could not finish its checks
@@ -73,6 +87,10 @@ class Run:
             "patches": self.patches.split(),
             "kernel": self.kernel,
             "booted": self.booted,
+            "control_plane": self.control_plane,
+            "manifests": self.manifests,
+            "services": self.services,
+            "skipped": self.skipped,
             "flags": self.flags,
             "met": self.met,
             "error": self.error,
@@ -82,29 +100,57 @@ class Run:
         }
 
 
+# -- inputs ------------------------------------------------------------------------------
+def default_manifests() -> Path:
+    """The 2019 report's Service (``sctp-service.yaml``)."""
+    return Path(str(resources.files("kube_router_sctp").joinpath(f"{MANIFESTS}/2019")))
+
+
+def rbac_manifest(version: str) -> Path:
+    """kube-router's ServiceAccount, ClusterRole and binding, as its release's own
+    DaemonSet manifests grant them."""
+    name = "rbac-v2.yaml" if semver_of(version).major >= 2 else "rbac-v0.3-v1.yaml"
+    return Path(str(resources.files("kube_router_sctp").joinpath(f"{MANIFESTS}/kube-router/{name}")))
+
+
+def _check_manifests(path: Path) -> Path:
+    if not path.exists():
+        raise ConfigError(f"--manifests {path} does not exist", "name a directory of Kubernetes YAML (or one file)")
+    files = [path] if path.is_file() else [p for p in sorted(path.rglob("*")) if p.suffix in (".yaml", ".yml", ".json")]
+    if not files:
+        raise ConfigError(f"--manifests {path} holds no .yaml, .yml or .json file", "put the Services' manifests there")
+    return path
+
+
 # -- running -----------------------------------------------------------------------------
-def verify(settings: Settings, image: str, control: str | None, version: str | None) -> list[Run]:
+def verify(
+    settings: Settings, image: str, control: str | None, version: str | None, manifests: Path | None = None
+) -> list[Run]:
     """For each kernel (``--kernel``, repeatable; Debian's by default), the candidate,
-    then the control, each on its own fresh node."""
+    then the control, each on its own fresh node and control plane."""
     builder = Engine(settings.docker_host)
     cache = Cache(settings.cache_dir)
+    source = _check_manifests(manifests) if manifests else default_manifests()
     planned = [_planned(builder, image, "candidate", version)]
     if control:
         planned.append(_planned(builder, control, "control", planned[0].kube_router_version))
+    binaries = cpbuild.binaries(settings, builder)
     runs: list[Run] = []
     for spec in dict.fromkeys(settings.smoke_kernels or ("debian",)):
         kernel = resolve(spec, settings.smoke_modules, cache, mirror=settings.mirrors.debian)
         for template in planned:
             run = dataclasses.replace(template, kernel=f"{kernel.version} ({spec}; QEMU, TCG)", booted=kernel.record())
             run.flags, run.outcomes, run.evidence, run.timings = [], [], {}, {}
+            run.control_plane, run.services, run.skipped = {}, [], []
+            run.manifests = str(manifests) if manifests else "the 2019 report's sctp-service.yaml"
             runs.append(run)
             try:
                 with log.step("verify", f"{run.role} {run.image} (kube-router {run.kube_router_version}) on {spec}"):
-                    run_one(run, builder, kernel, cache, settings.mirrors.debian)
+                    run_one(run, builder, kernel, cache, settings.mirrors.debian, binaries, source)
             except (DataplaneError, VMError, KernelUnsupportedError) as exc:
-                # The node never got as far as the checks (boot, image copy, a kernel that
-                # lacks what the node needs): say so in the results and go on with the next
-                # image or kernel, whose verdict stands on its own.
+                # The node never got as far as the checks (boot, image copy, control plane,
+                # a kernel that lacks what the node needs): say so in the results and go on
+                # with the next image or kernel, whose verdict stands on its own.
                 run.error = exc.one_line()
                 log.error(f"{run.role} run stopped: {run.error}")
     return runs
@@ -133,8 +179,17 @@ def _planned(builder: Engine, image: str, role: str, version: str | None) -> Run
     )
 
 
-def run_one(run: Run, builder: Engine, kernel: KernelFiles, cache: Cache, mirror: str | None) -> None:
-    """Boot a node, run the checks, fill ``run``; the VM and the stand-in always go."""
+def run_one(
+    run: Run,
+    builder: Engine,
+    kernel: KernelFiles,
+    cache: Cache,
+    mirror: str | None,
+    binaries: cpbuild.Binaries,
+    manifests: Path,
+) -> None:
+    """Boot a node and start a control plane, run the checks, fill ``run``; the VM and
+    the control plane always go."""
     start = time.monotonic()
     run.kernel = run.kernel or f"{kernel.version} (QEMU, TCG)"
     with docker_host(kernel, cache, mirror=mirror) as host:
@@ -144,39 +199,122 @@ def run_one(run: Run, builder: Engine, kernel: KernelFiles, cache: Cache, mirror
             image_id = transfer_image(builder, host.engine, run.image)
         run.timings["image copy"] = time.monotonic() - mark
         node = Node(host.engine, image_id)  # a digest reference has no name on the node
-        with KubeAPIStandIn(Store(topology()), "127.0.0.1", 0, bookmark_interval=5.0) as api:
-            port = api.url.rsplit(":", 1)[1]
-            kubeconfig = api.kubeconfig(f"http://{HOST_FROM_GUEST}:{port}")
-            scenario = Scenario(node, api.store, control=run.role == "control")
+        mark = time.monotonic()
+        workdir = cache.scratch("controlplane-")
+        with (
+            log.step("control plane", f"etcd, kube-apiserver and kube-controller-manager {binaries.version}"),
+            ControlPlane(binaries, workdir, HOST_FROM_GUEST, audited_users=[KUBE_ROUTER_USER]) as cp,
+        ):
+            run.timings["control plane"] = time.monotonic() - mark
+            scenario: Scenario | None = None
             try:
-                _drive(run, node, scenario, kubeconfig)
+                run.control_plane = _versions(cp)
+                scenario = _prepare(run, node, cp, manifests)
+                mark = time.monotonic()
+                scenario.run()
+                run.timings["checks"] = time.monotonic() - mark
             except DataplaneError as exc:
                 run.error = exc.one_line()
                 log.error(f"{run.role} run stopped: {run.error}")
                 run.evidence["guest console (end)"] = host.guest.console_tail(40)
             finally:
-                run.outcomes = scenario.outcomes
-                run.evidence.update(scenario.evidence)
+                if scenario is not None:
+                    run.outcomes = scenario.outcomes
+                    run.evidence.update(scenario.evidence)
+                    run.timings["first sync"] = scenario.sync_seconds
                 run.evidence["kube-router log (end)"] = _tail(_safe_logs(node), LOG_TAIL_LINES)
-                run.timings["first sync"] = scenario.sync_seconds
+                for name, text in cp.logs(LOG_TAIL_LINES // 10).items():
+                    run.evidence[f"{name} log (end)"] = text
     run.timings["total"] = time.monotonic() - start
 
 
-def topology() -> list[dict[str, Any]]:
-    """The report's objects as an API server would serve them (with its defaults)."""
-    return m.topology_2019()
+def _versions(cp: ControlPlane) -> dict[str, str]:
+    served = cp.version()
+    return {
+        "kube-apiserver": str(served.get("gitVersion", "?")),
+        "kube-controller-manager": cp.binaries.version,
+        "etcd": cp.etcd_version(),
+        "kubectl": cp.kubectl.version(),
+        "go (control plane)": str(served.get("goVersion", "?")),
+    }
 
 
-def _drive(run: Run, node: Node, scenario: Scenario, kubeconfig: str) -> None:
+def _prepare(run: Run, node: Node, cp: ControlPlane, manifests: Path) -> Scenario:
+    """Objects into the API, the pods' network into the node, kube-router started."""
     mark = time.monotonic()
+    kubectl = cp.kubectl
+    kubectl.apply_path(rbac_manifest(run.kube_router_version))
+    _apply_manifests(kubectl, manifests)
+    services = [
+        w.service_from_api(item)
+        for item in kubectl.items("services")
+        if (item["metadata"].get("namespace"), item["metadata"]["name"]) != ("default", "kubernetes")
+    ]
+    workload = w.plan(services)
+    run.services = [s.key for s in workload.services]
+    run.skipped = workload.skipped
+    for note in workload.skipped:
+        log.warn(f"not covered: {note}")
+    kubelet = Kubelet(kubectl, w.NODE_NAME, w.NODE_IP, w.NODE_POD_CIDR)
+    kubelet.register()
     node.start_toolbox()
-    run.evidence["node set-up"] = node.set_up()
-    run.flags = kube_router_flags(node.kube_router_help())
-    node.start_kube_router(run.flags, kubeconfig)
+    run.evidence["node set-up"] = node.set_up(workload.guest_pods(), workload.external_ips())
+    for namespace in sorted({pod.spec.namespace for pod in workload.guest_pods()}):
+        _wait_for_default_account(kubectl, namespace)
+    kubelet.run([pod.spec for pod in workload.pods])
+    token = cp.token("kube-system", "kube-router")
+    run.flags = kube_router_flags(node.kube_router_help(), workload.external_ips())
+    node.start_kube_router(run.flags, kubeconfig(cp.guest_url, cp.ca_pem, token, "kube-router"))
     run.timings["set-up"] = time.monotonic() - mark
-    mark = time.monotonic()
-    scenario.run()
-    run.timings["checks"] = time.monotonic() - mark
+    return Scenario(node, kubectl, kubelet, workload, control=run.role == "control", audit=cp.audit)
+
+
+def _apply_manifests(kubectl: Kubectl, path: Path) -> None:
+    """Apply the manifests, Namespaces first, creating any namespace they use but do not
+    define (``kubectl apply`` takes files in name order and would fail on those)."""
+    objects = _json_objects(kubectl.run(*_read_args(path), timeout=120))
+    if not objects:
+        raise ConfigError(f"the manifests in {path} hold no Kubernetes object", "check the files")
+    defined = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+    used = {o.get("metadata", {}).get("namespace") for o in objects} - {None, "", "default", "kube-system"}
+    missing = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}} for name in sorted(used - defined)]
+    namespaces = [o for o in objects if o["kind"] == "Namespace"]
+    rest = [o for o in objects if o["kind"] != "Namespace"]
+    if namespaces or missing:
+        kubectl.apply([*namespaces, *missing])
+    kubectl.apply(rest)
+
+
+def _json_objects(text: str) -> list[dict[str, Any]]:
+    """kubectl's JSON output: one List, or objects one after another; Lists unpacked."""
+    decoder, found, index = json.JSONDecoder(), [], 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        value, index = decoder.raw_decode(text, index)
+        items = value.get("items", []) if isinstance(value, dict) and value.get("kind") == "List" else [value]
+        found += [o for o in items if isinstance(o, dict) and o.get("kind")]
+    return found
+
+
+def _read_args(path: Path) -> list[str]:
+    """kubectl's own reading of the manifests (every object as JSON), sent nowhere."""
+    args = ["apply", "-f", str(path), "--dry-run=client", "-o", "json"]
+    return args + (["--recursive"] if path.is_dir() else [])
+
+
+def _wait_for_default_account(kubectl: Kubectl, namespace: str, timeout: float = 60.0) -> None:
+    """Pod admission wants the namespace's ``default`` ServiceAccount, which the
+    service-account controller makes a moment after the namespace appears."""
+    deadline = time.monotonic() + timeout
+    while not kubectl.exists("serviceaccount", "default", namespace):
+        if time.monotonic() > deadline:
+            raise DataplaneError(
+                f"no default ServiceAccount in namespace {namespace} after {timeout:.0f}s",
+                "see the controller-manager's log in the results",
+            )
+        time.sleep(0.5)
 
 
 def _safe_logs(node: Node) -> str:
@@ -209,9 +347,43 @@ def _word(passed: bool) -> str:
 
 def _cell_text(outcome: Outcome | None) -> str:
     if outcome is None:
-        return "not run"
+        return "—"
     text = f"{_word(outcome.passed)} ({outcome.seconds:.1f} s)"
     return text if outcome.met else f"**{text.upper()}, expected {_word(bool(outcome.expected))}**"
+
+
+_KINDS = ("ClusterIP", "NodePort", "ExternalIP")
+_CLIENT = {"ClusterIP": "node (root netns)", "NodePort": "external host", "ExternalIP": "external host"}
+
+
+def cell_tables(outcomes: list[Outcome]) -> list[str]:
+    """One table per Service: a row per address, a column per port."""
+    lines: list[str] = []
+    cells = [o for o in outcomes if o.kind == "cell"]
+    for service in dict.fromkeys(o.service for o in cells):
+        mine = [o for o in cells if o.service == service]
+        ports = list(dict.fromkeys((o.port, o.protocol) for o in mine))
+        rows = list(dict.fromkeys((o.address, o.target.rsplit(":", 1)[0]) for o in mine))
+        rows.sort(key=lambda row: _KINDS.index(row[0]) if row[0] in _KINDS else len(_KINDS))
+        by = {(o.address, o.target.rsplit(":", 1)[0], o.port, o.protocol): o for o in mine}
+        header = " | ".join(f"{port}/{protocol}" for port, protocol in ports)
+        lines += [
+            "",
+            f"Service `{service}`:",
+            "",
+            f"| address | client | {header} |",
+            "| --- | --- |" + " --- |" * len(ports),
+        ]
+        for kind, address in rows:
+            row = []
+            for port, protocol in ports:
+                outcome = by.get((kind, address, port, protocol))
+                text = _cell_text(outcome)
+                if outcome is not None and not outcome.target.endswith(f":{port}"):
+                    text += f" (:{outcome.target.rsplit(':', 1)[1]})"  # a node port other than the port
+                row.append(text)
+            lines.append(f"| {kind} {address} | {_CLIENT.get(kind, '?')} | {' | '.join(row)} |")
+    return lines
 
 
 def markdown_run(run: Run) -> str:
@@ -219,20 +391,20 @@ def markdown_run(run: Run) -> str:
     title = f"### kube-router {run.kube_router_version}: {run.role} `{run.image}`{on}"
     verdict = "as expected" if run.met else "NOT as expected"
     times = ", ".join(f"{k} {v:.0f} s" for k, v in run.timings.items())
+    plane = ", ".join(f"{k} {v}" for k, v in run.control_plane.items())
     lines = [
         title,
         "",
         f"- image `{run.image_id[:19]}`, series {run.series or 'n/a'}; kernel {run.kernel}",
         f"- patches: {', '.join(run.patches.split()) or 'none'}",
+        f"- control plane: {plane or 'not started'}; manifests: {run.manifests or 'n/a'}",
         f"- result: **{verdict}**; times: {times}",
     ]
+    if run.skipped:
+        lines.append(f"- not covered: {'; '.join(run.skipped)}")
     if run.error:
         lines.append(f"- stopped early: {run.error}")
-    cells = {(o.address, o.protocol): o for o in run.outcomes if o.kind == "cell"}
-    lines += ["", "| address | client | " + " | ".join(PROTOCOLS) + " |", "| --- | --- |" + " --- |" * len(PROTOCOLS)]
-    for kind, ns, address in ADDRESSES:
-        row = " | ".join(_cell_text(cells.get((kind, p))) for p in PROTOCOLS)
-        lines.append(f"| {kind} {address} | {CLIENT[ns]} | {row} |")
+    lines += cell_tables(run.outcomes)
     lines += ["", "| check | result | expected | time | detail |", "| --- | --- | --- | --- | --- |"]
     for o in (o for o in run.outcomes if o.kind == "check"):
         expected = "—" if o.expected is None else _word(o.expected)
@@ -260,7 +432,8 @@ def results_paths(path: Path) -> tuple[Path, Path]:
 def write_results(path: Path, runs: list[Run]) -> tuple[Path, Path]:
     """``PATH.md`` (the tables, then the firewall evidence) and ``PATH.json`` (everything)."""
     md, js = results_paths(path)
-    evidence_keys = tuple(k for run in runs for k in run.evidence if k.startswith(("root cause", "ipset", "iptables")))
+    shown_kinds = ("root cause", "ipset", "iptables", "kube-router's API requests", "Endpoints and EndpointSlices")
+    evidence_keys = tuple(k for run in runs for k in run.evidence if k.startswith(shown_kinds))
     body = markdown(runs)
     for run in runs:
         shown = evidence_markdown(run, tuple(dict.fromkeys(evidence_keys)))

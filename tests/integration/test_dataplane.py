@@ -1,20 +1,25 @@
 """The dataplane proof, end to end: `build.py verify` boots a fresh node per image (Debian's
-kernel under QEMU), runs kube-router there against the Kubernetes API stand-in (the only
-stand-in: kernel, network and kube-router are real) and sends real SCTP, TCP and UDP
-messages through ClusterIP, NodePort and ExternalIP.
+kernel under QEMU) and a real control plane per image (etcd, kube-apiserver and
+kube-controller-manager built by the project; RBAC on), runs kube-router on the node with
+its service account's token, and sends real SCTP, TCP and UDP messages through ClusterIP,
+NodePort and ExternalIP. Everything is real except the kubelet (the test reports the pods
+it wires to the API server, as kwok does).
 
 For each release: the patched image passes all nine cells and every extra check; the
 negative control (the same release with only the series' compat patches) fails exactly
 the three SCTP cells. Both images are built here through the pipeline CLI (cache hits
-after the first build), never assumed to be left over.
+after the first build), never assumed to be left over; so is the control plane (about ten
+minutes of compile the first time on a fresh machine, seconds after).
 
 Needs qemu-system-x86_64, Debian's kernel package (apt, host mirror), a Docker daemon,
-root for the VM disk's first build, and the kube-router source (user config or cache).
+etcd (etcd-server) and kubectl (kubernetes-client), root for the VM disk's first build,
+and the kube-router source (user config or cache).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import ssl
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,12 @@ def node_prerequisites() -> None:
         resolve("debian", None, Cache(config.load().cache_dir))
     except PipelineError as exc:
         env.missing(f"needs Debian's kernel package: {exc.one_line()}")
+
+
+@pytest.fixture(scope="module")
+def control_plane(controlplane_binaries) -> str:  # type: ignore[no-untyped-def]
+    """The control plane's version (its binaries: the shared session fixture)."""
+    return str(controlplane_binaries.version)
 
 
 def _series_exists(version: str) -> bool:
@@ -99,6 +110,7 @@ KERNELS = {"v0.3.2": "debian:trixie", "v2.7.1": "debian"}
 def test_patched_image_forwards_sctp_and_its_control_does_not(
     version: str,
     node_prerequisites: None,
+    control_plane: str,
     tmp_path: Path,
     record_property: pytest.RecordProperty,
     upstream: Upstream,
@@ -119,11 +131,18 @@ def test_patched_image_forwards_sctp_and_its_control_does_not(
         assert run["booted"]["spec"] == KERNELS[version] and run["booted"]["packages"]
         assert set(cells(run)) == {(a, p) for a in ADDRESSES for p in PROTOCOLS}
 
+        # a real API server of the pinned release served it, with RBAC and its ClusterRole
+        assert run["control_plane"]["kube-apiserver"] == control_plane, run["control_plane"]
+        requests = run["evidence"]["kube-router's API requests (audit log: verb, path, status, count)"]
+        assert " 403 " not in requests and "watch  /api/v1/services 200" in requests, requests
+        slices = "watch  /apis/discovery.k8s.io/v1/endpointslices 200"
+        assert (slices in requests) == version.startswith("v2."), requests
+
     # the candidate: every cell and every extra check
     assert all(cells(patched).values()), cells(patched)
     checks = {o["name"]: o["passed"] for o in patched["outcomes"] if o["kind"] == "check"}
     assert all(checks.values()), checks
-    assert len(checks) >= 6, checks
+    assert len(checks) >= 7, checks
 
     # the control: exactly the SCTP cells fail
     failed = {cell for cell, passed in cells(unpatched).items() if not passed}
@@ -133,6 +152,67 @@ def test_patched_image_forwards_sctp_and_its_control_does_not(
     markdown = results.with_name(f"{results.name}.md").read_text()
     assert "| ExternalIP 10.120.10.120 | external host | pass" in markdown
     assert "| ExternalIP 10.120.10.120 | external host | fail" in result.stdout
+
+
+USER_MANIFEST = """\
+# An operator's Service: two SCTP ports (Diameter and S1AP-like), target ports by name
+# and number, node ports left to the API server to allocate, no external IP.
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: telecom
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: diameter
+  namespace: telecom
+spec:
+  type: NodePort
+  selector:
+    app: diameter-peer
+  ports:
+    - name: diameter
+      protocol: SCTP
+      port: 3868
+      targetPort: diameter
+    - name: s1ap
+      protocol: SCTP
+      port: 36412
+      targetPort: 36412
+"""
+
+
+@pytest.mark.vm
+@pytest.mark.docker
+@pytest.mark.upstream
+@pytest.mark.slow
+def test_verify_proves_an_operators_own_services(
+    node_prerequisites: None, control_plane: str, tmp_path: Path, upstream: Upstream
+) -> None:
+    """``verify --manifests DIR``: the 2019 report's Service and an operator's Service with
+    two SCTP ports, each port proved through every address its Service has."""
+    from kube_router_sctp.verify import default_manifests
+
+    candidate = build("v0.3.2", upstream, control=False)
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    shutil.copy(default_manifests() / "sctp-service.yaml", manifests / "sctp-service.yaml")
+    (manifests / "diameter.yaml").write_text(USER_MANIFEST)
+    results = tmp_path / "own"
+    result = env.run_cli("verify", candidate, "--manifests", str(manifests), "--results", str(results), timeout=1800)
+    data = json.loads(results.with_name("own.json").read_text())
+    assert result.returncode == 0, result.stderr[-5000:]
+    (run,) = data["runs"]
+    assert run["services"] == ["default/sctp-expserver", "telecom/diameter"], run["services"]
+    proved = {(o["service"], o["port"], o["protocol"], o["address"]) for o in run["outcomes"] if o["kind"] == "cell"}
+    assert {(s, p, pr, a) for (s, p, pr, a) in proved if s == "telecom/diameter"} == {
+        ("telecom/diameter", port, "SCTP", kind) for port in (3868, 36412) for kind in ("ClusterIP", "NodePort")
+    }
+    assert len(proved) == 9 + 4, proved
+    assert all(o["passed"] for o in run["outcomes"]), [o for o in run["outcomes"] if not o["passed"]]
+    markdown = results.with_name("own.md").read_text()
+    assert "Service `telecom/diameter`:" in markdown and "| 3868/SCTP | 36412/SCTP |" in markdown
 
 
 @pytest.mark.docker
@@ -191,11 +271,13 @@ def test_the_sctp_entry_of_the_service_firewall_is_found_by_name_or_number() -> 
 def test_kube_router_gets_only_the_flags_its_release_knows() -> None:
     from kube_router_sctp.dataplane.node import BASE_FLAGS, kube_router_flags
 
-    old = kube_router_flags("Usage of kube-router:\n      --cluster-cidr string\n")
+    old = kube_router_flags("Usage of kube-router:\n      --cluster-cidr string\n", ["10.120.10.120"])
     assert old == [*BASE_FLAGS, "--cluster-cidr=172.20.0.0/16"]
-    new = kube_router_flags("      --service-cluster-ip-range strings\n      --service-external-ip-range strings\n")
+    help_text = "      --service-cluster-ip-range strings\n      --service-external-ip-range strings\n"
+    new = kube_router_flags(help_text, ["10.120.10.120", "10.120.10.121"])
     assert "--service-cluster-ip-range=10.254.0.0/16" in new
-    assert "--service-external-ip-range=10.120.10.120/32" in new
+    assert "--service-external-ip-range=10.120.10.120/32,10.120.10.121/32" in new
+    assert not any(f.startswith("--service-external-ip-range") for f in kube_router_flags(help_text, []))
 
 
 def test_results_keep_the_dots_of_a_version(tmp_path: Path) -> None:
@@ -213,3 +295,15 @@ def test_a_protocol_error_is_told_from_an_object_named_sctp() -> None:
     assert not _PROTOCOL_WORDS.search("I1126 run through nw policy allow-sctp")
     assert _PROTOCOL_WORDS.search("E1126 Failed to create ipvs service: UNKNOWN:10.254.125.172:32000")
     assert _PROTOCOL_WORDS.search("W1126 failed to convert protocol 132 to a valid IPVS protocol")
+
+
+def test_what_a_deleted_service_leaves_is_found_at_its_addresses_and_node_ports() -> None:
+    from kube_router_sctp.dataplane.scenario import _services, _set_entries
+
+    gone = {("10.254.125.172", 32000), ("10.120.10.120", 32000)}
+    table = IPVSADM + "UDP  10.0.2.15:32002 rr\nTCP  10.254.0.1:443 rr\n"
+    assert _services(table, gone) == ["SCTP 10.120.10.120:32000"]
+    # --nodeport-bindon-all-ip: a node port on any local address counts too
+    assert _services(table, gone, {32002}) == ["SCTP 10.120.10.120:32000", "UDP 10.0.2.15:32002"]
+    assert _set_entries(IPSET, gone) == ["10.120.10.120,sctp:32000"]
+    assert _set_entries(IPSET, set(), {32001}) == ["10.120.10.120,tcp:32001"]

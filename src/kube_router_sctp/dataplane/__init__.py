@@ -1,2 +1,2 @@
-"""What the dataplane test runs kube-router against: a stand-in for the Kubernetes API
-(``kubeapi``) and builders for the 2019 field report's objects (``manifests``)."""
+"""The dataplane proof's node (a Docker-host VM), its workload (pods for the manifests'
+Services, the targets to send to) and its checks."""

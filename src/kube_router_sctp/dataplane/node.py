@@ -3,8 +3,10 @@ node, with kube-router running on it as a cluster runs it.
 
 Everything here is real: the kernel (IPVS, SCTP, netfilter, ipset), the network
 namespaces and veths, the bridge, the echo servers and clients (socat), and kube-router
-in a privileged host-network container of the image under test. Only the Kubernetes API
-is a stand-in (``kubeapi``), on the host, reached by the guest as 10.0.2.2.
+in a privileged host-network container of the image under test, talking to a real API
+server on the host (``controlplane``), which the guest reaches as 10.0.2.2. What is
+absent is the kubelet: the test makes each pod's network namespace, as a container
+runtime and CNI plugin would, and ``controlplane.kubelet`` reports the pods to the API.
 
 The guest is driven through its Docker API (a loopback port forwarded by QEMU). Commands
 run in the guest's own namespaces: a privileged "toolbox" container of the image under
@@ -23,30 +25,23 @@ import functools
 import re
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from .. import log
 from ..engine import Engine
 from ..errors import DataplaneError, DockerError
-from . import manifests as m
+from . import workload as w
 
 # -- the topology (the report's addresses where it gives them) ---------------------------
-NODE_IP = m.NODE_IP  # the node's InternalIP, on the veth that links it to the external host
-CLIENT_IP = "10.101.50.85"  # the report's external SCTP client
-CLUSTER_IP = m.CLUSTER_IP
-EXTERNAL_IP = m.EXTERNAL_IP
-POD_CIDR = m.POD_CIDR
-BRIDGE_IP = "172.20.1.1"  # the node's address on the pods' bridge (their gateway)
-POD_IP = m.POD_IP
-SECOND_POD_IP = "172.20.1.7"
-SECOND_POD_NAME = "sctp-deploy-5c9dfb5959-x7k2q"
-UNLISTED_SCTP_PORT = 32003  # the pods listen here too; no NetworkPolicy allows it
-EXTERNAL_NS = "ext"  # the external host's network namespace
-NODE = "node"  # "run in the node's root namespace"
-PODS = {POD_IP: "pod-a", SECOND_POD_IP: "pod-b"}
-PORTS = {p.protocol: p.port for p in m.PORTS}
+NODE_IP = w.NODE_IP
+CLIENT_IP = w.CLIENT_IP
+POD_CIDR = w.POD_CIDR
+BRIDGE_IP = w.BRIDGE_IP
+EXTERNAL_NS = w.EXTERNAL
+NODE = w.NODE
+SERVICE_CIDR = "10.254.0.0/16"  # the report's
 
 _LABEL = {"io.github.kube-router-sctp.role": "dataplane"}
 _LIB = "/run/krs/lib.sh"  # the guest-side helpers, written at set-up
@@ -84,7 +79,7 @@ BASE_FLAGS = (
     "--masquerade-all=true",
     "--hairpin-mode=true",
     "--nodeport-bindon-all-ip=true",
-    f"--hostname-override={m.NODE_NAME}",
+    f"--hostname-override={w.NODE_NAME}",
     f"--kubeconfig={_KUBECONFIG}",
     "--v=3",
 )
@@ -93,9 +88,9 @@ BASE_FLAGS = (
 # for services unless told).
 OPTIONAL_FLAGS = (
     f"--cluster-cidr={POD_CIDR}",
-    f"--service-cluster-ip-range={m.SERVICE_CIDR}",
-    f"--service-external-ip-range={EXTERNAL_IP}/32",
+    f"--service-cluster-ip-range={SERVICE_CIDR}",
 )
+EXTERNAL_RANGE_FLAG = "--service-external-ip-range"  # v1.x+: each Service's external IPs
 
 _LIB_SCRIPT = r"""
 # Helpers of the dataplane proof, sourced by each command the host runs in the guest.
@@ -121,14 +116,23 @@ probe() { # probe NS PROTO ADDR PORT MESSAGE WAIT: send one message, print the e
     echo "$msg" | in_ns "$ns" timeout "$((wait + 3))" socat -T "$idle" -,ignoreeof "$target" 2>&1
     echo "KRS-PROBE status=$? ms=$((($(date +%s%N) - start) / 1000000))"
 }
-serve() { # serve NS IP: echo servers answering with the pod's address, as background daemons
+serve() { # serve NS IP PROTO:PORT...: echo servers answering with the pod's address, as daemons
     ns=$1 ip=$2
-    for spec in SCTP-LISTEN:@SCTP@ TCP-LISTEN:@TCP@ UDP-RECVFROM:@UDP@ SCTP-LISTEN:@UNLISTED@; do
-        port=${spec#*:}
+    shift 2
+    for spec in "$@"; do
+        proto=${spec%%:*} port=${spec#*:}
+        case $proto in
+        SCTP) listen=SCTP-LISTEN:$port ;;
+        TCP) listen=TCP-LISTEN:$port ;;
+        UDP) listen=UDP-RECVFROM:$port ;;
+        esac
         reply="read -r line; echo \"\$line pod=$ip port=$port\""
-        ip netns exec "$ns" setsid -f socat "$spec,fork,reuseaddr" SYSTEM:"$reply" \
-            </dev/null >"/run/krs/$ns-$port.log" 2>&1
+        ip netns exec "$ns" setsid -f socat "$listen,fork,reuseaddr" SYSTEM:"$reply" \
+            </dev/null >"/run/krs/$ns-$proto-$port.log" 2>&1
     done
+}
+stop_pod() { # stop_pod NS: end every process in a pod's network namespace (its "containers")
+    for pid in $(ip netns pids "$1"); do kill "$pid" 2>/dev/null || true; done
 }
 """
 
@@ -140,8 +144,8 @@ set -eu
 ip link add kube-bridge type bridge
 ip addr add @BRIDGE_IP@/24 dev kube-bridge
 ip link set kube-bridge up
-for spec in @PODS@; do
-    ns=${spec%%=*} ip=${spec#*=}
+pod() { # pod NS IP PROTO:PORT...: a pod's network namespace on the bridge, and its servers
+    ns=$1 ip=$2
     ip netns add "$ns"
     ip link add "veth-$ns" type veth peer name eth0 netns "$ns"
     ip link set "veth-$ns" master kube-bridge up
@@ -149,8 +153,9 @@ for spec in @PODS@; do
     ip -n "$ns" link set lo up
     ip -n "$ns" link set eth0 up
     ip -n "$ns" route add default via @BRIDGE_IP@
-    serve "$ns" "$ip"
-done
+    serve "$@"
+}
+@PODS@
 # The external host (the report's SCTP client) and the node's InternalIP: a veth pair.
 # The client routes the external IP and the pod network via the node, as an upstream
 # router would.
@@ -161,8 +166,8 @@ ip link set eth1 up
 ip -n @EXT@ addr add @CLIENT_IP@/24 dev eth0
 ip -n @EXT@ link set lo up
 ip -n @EXT@ link set eth0 up
-ip -n @EXT@ route add @EXTERNAL_IP@/32 via @NODE_IP@
 ip -n @EXT@ route add @POD_CIDR@ via @NODE_IP@
+@EXTERNAL_ROUTES@
 # Forwarding to and from pods, as a CNI allows it. Docker sets FORWARD's policy to DROP
 # when it has to turn forwarding on itself; IPVS-NAT replies to clients off the node
 # pass FORWARD, so without these NodePort and ExternalIP traffic would die there.
@@ -255,10 +260,11 @@ class Node:
         self.engine.put_file(container, path, text)
 
     # -- set-up ---------------------------------------------------------------------------
-    def set_up(self) -> str:
-        """Pods, the external host, echo servers; returns what the guest said."""
+    def set_up(self, pods: Sequence[w.Pod], external_ips: Sequence[str]) -> str:
+        """The pods' network namespaces and echo servers, the external host and its routes;
+        returns what the guest said."""
         self.put_file(self.toolbox, f"/host{_LIB}", _render(_LIB_SCRIPT))
-        result = self.sh(_render(_SETUP_SCRIPT))
+        result = self.sh(_render(_SETUP_SCRIPT, pods, external_ips))
         if result.code != 0:
             raise DataplaneError(
                 f"setting up the node's network failed: {_last(result.output)}",
@@ -269,6 +275,10 @@ class Node:
     def kube_router_help(self) -> str:
         return self._run_once(["--help"])
 
+    def stop_pod(self, pod: w.Pod) -> None:
+        """End a pod's servers, as its containers stop when the pod is deleted."""
+        self.sh(f". {_LIB}; stop_pod {shlex.quote(pod.netns)}")
+
     @_guarded("run kube-router --help")
     def _run_once(self, command: list[str]) -> str:
         return self.engine.run(self.image, command, timeout=120, labels=_LABEL).output
@@ -276,7 +286,7 @@ class Node:
     @_guarded("start kube-router")
     def start_kube_router(self, flags: list[str], kubeconfig: str) -> None:
         """kube-router as its DaemonSet runs it: privileged, host network, the node's
-        modules and xtables lock mounted, a kubeconfig for the stand-in."""
+        modules and xtables lock mounted, a kubeconfig with its service account's token."""
         self.kube_router = self.engine.start(
             self.image,
             flags,
@@ -339,26 +349,34 @@ def transfer_image(source: Engine, target: Engine, image: str) -> str:
         raise DataplaneError(f"copying {image} into the node failed: {exc.message}", exc.hint) from exc
 
 
-def kube_router_flags(help_text: str) -> list[str]:
+def kube_router_flags(help_text: str, external_ips: Sequence[str] = ()) -> list[str]:
     """The DaemonSet's flags, plus the optional ones this release understands."""
     extra = [flag for flag in OPTIONAL_FLAGS if flag.split("=", 1)[0] in help_text]
+    if external_ips and EXTERNAL_RANGE_FLAG in help_text:
+        extra.append(f"{EXTERNAL_RANGE_FLAG}={','.join(f'{ip}/32' for ip in external_ips)}")
     return [*BASE_FLAGS, *extra]
 
 
-def _render(script: str) -> str:
-    values = {
+def _render(script: str, pods: Sequence[w.Pod] = (), external_ips: Sequence[str] = ()) -> str:
+    """The guest script with the topology filled in. Every value is an address, a port
+    number or a name this module made (the workload checked the addresses); each still
+    goes through shlex.quote."""
+    pod_lines = [
+        " ".join(
+            ["pod", shlex.quote(pod.netns), shlex.quote(pod.ip)] + [f"{proto}:{port}" for proto, port in pod.serves]
+        )
+        for pod in pods
+    ]
+    routes = [f"ip -n @EXT@ route add {shlex.quote(ip)}/32 via @NODE_IP@" for ip in external_ips]
+    values = {  # in order: the generated lines use the placeholders after them
+        "@PODS@": "\n".join(pod_lines),
+        "@EXTERNAL_ROUTES@": "\n".join(routes),
         "@LIB@": _LIB,
         "@BRIDGE_IP@": BRIDGE_IP,
-        "@PODS@": " ".join(f"{name}={ip}" for ip, name in PODS.items()),
         "@EXT@": EXTERNAL_NS,
         "@NODE_IP@": NODE_IP,
         "@CLIENT_IP@": CLIENT_IP,
-        "@EXTERNAL_IP@": EXTERNAL_IP,
         "@POD_CIDR@": POD_CIDR,
-        "@SCTP@": str(PORTS["SCTP"]),
-        "@TCP@": str(PORTS["TCP"]),
-        "@UDP@": str(PORTS["UDP"]),
-        "@UNLISTED@": str(UNLISTED_SCTP_PORT),
     }
     for key, value in values.items():
         script = script.replace(key, value)
