@@ -123,5 +123,17 @@ class Cache:
         return damaged
 
 
+def prune_recent(directory: Path, pattern: str, keep: int) -> None:
+    """Keep the ``keep`` most recently used files of ``directory`` matching ``pattern``
+    (users ``touch`` what they reuse). Another run may be reading an older one: on Linux
+    its open file stays readable after the unlink."""
+    used: list[tuple[float, Path]] = []
+    for path in directory.glob(pattern):
+        with contextlib.suppress(FileNotFoundError):  # pruned by another run meanwhile
+            used.append((path.stat().st_mtime, path))
+    for _mtime, old in sorted(used, reverse=True)[keep:]:
+        old.unlink(missing_ok=True)
+
+
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path)

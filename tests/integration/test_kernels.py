@@ -67,6 +67,8 @@ def test_a_6_12_and_a_7_x_kernel_pass_in_one_run(
     assert trixie["release"].startswith("6.12.") and int(sid["release"].split(".")[0]) >= 7
     assert {"binary", "modules", "base"} <= {p["name"].split("-")[1] for p in sid["packages"]}  # the split layout
     assert all(len(p["sha256"]) == 64 for r in rows for p in r["kernel"]["packages"])
+    # Both zstd-compressed bzImages were decompressed on the host and booted through PVH.
+    assert [r["kernel"]["booted_as"] for r in rows] == ["uncompressed (PVH)"] * 2
     # 7.x builds nfnetlink in yet lists it nowhere: the config said so.
     assert "CONFIG_NETFILTER_NETLINK" in rows[1]["options_built_in"]
     assert "SCTP 10.254.125.172:32000 rr" in rows[1]["ipvs_table"]

@@ -41,6 +41,7 @@ from ..cache import Cache, default_root, remove_tree
 from ..engine import Engine, daemon_answers
 from ..errors import DockerError, VMError
 from ..treedigest import sha256_file
+from . import bootimage
 from . import modules as kmod
 from .cpio import open_initramfs
 from .kernel import KernelFiles, resolve
@@ -345,7 +346,7 @@ def docker_host(
         write_initrd(disk, kernel, initrd, boot)
         append = f"console=ttyS0 panic=-1 quiet mitigations=off krs.insecure={','.join(insecure_registries) or 'none'}"
         machine = Machine(
-            kernel=kernel.vmlinuz,
+            kernel=bootimage.for_qemu(kernel.vmlinuz, kernel.arch, cache),
             initrd=initrd,
             append=append,
             memory_mb=memory_mb,

@@ -31,10 +31,11 @@ from typing import Any
 
 from .. import guestscripts, log, smoke
 from .. import kernelfeatures as kf
-from ..cache import Cache, default_root, remove_tree
+from ..cache import Cache, default_root, prune_recent, remove_tree
 from ..engine import Engine
 from ..errors import DockerError, VMError
 from ..smoke import SmokeResult
+from . import bootimage
 from . import modules as kmod
 from .cpio import CpioWriter, normalize, open_initramfs
 from .kernel import KernelFiles
@@ -93,8 +94,9 @@ def run(
                 f"{len(prepared.plan.modules)} modules ({', '.join(m.name for m in prepared.plan.modules)}); "
                 f"prepared in {prepared.seconds:.1f}s"
             )
+            boot_kernel = bootimage.for_qemu(kernel_files.vmlinuz, kernel_files.arch, cache)
             machine = Machine(
-                kernel=kernel_files.vmlinuz,
+                kernel=boot_kernel,
                 initrd=prepared.initrd,
                 append=f"console={arch.console} panic=-1 quiet rdinit=/init mitigations=off",
                 memory_mb=memory_mb,
@@ -112,6 +114,7 @@ def run(
             smoke.interpret(exit_code, output, where)
             timings = {"prepare": round(prepared.seconds, 2), "boot_and_check": round(booted, 2)}
             details: dict[str, Any] = {"kernel": kernel_files.record(), **prepared.plan.record(), "timings": timings}
+            details["kernel"]["booted_as"] = "bzImage" if boot_kernel == kernel_files.vmlinuz else "uncompressed (PVH)"
             return SmokeResult(True, where, image, smoke.ipvs_table(output), output, time.monotonic() - start, details)
     finally:
         remove_tree(work)
@@ -163,16 +166,8 @@ def _image_part(engine: Engine, image: str, cache: Cache) -> tuple[Path, bool]:
             part.replace(target)
         finally:
             remove_tree(work)
-    _prune(directory, "image-*.cpio", _KEEP_IMAGE_PARTS)
+    prune_recent(directory, "image-*.cpio", _KEEP_IMAGE_PARTS)
     return target, False
-
-
-def _prune(directory: Path, pattern: str, keep: int) -> None:
-    """Keep the ``keep`` most recently used entries (another run may be reading an older
-    one: on Linux its open file stays readable after the unlink)."""
-    parts = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in parts[keep:]:
-        old.unlink(missing_ok=True)
 
 
 def _kernel_part(
@@ -202,7 +197,7 @@ def _kernel_part(
         part.replace(target)
     finally:
         part.unlink(missing_ok=True)
-    _prune(target.parent, "kernel-*.cpio", _KEEP_KERNEL_PARTS)
+    prune_recent(target.parent, "kernel-*.cpio", _KEEP_KERNEL_PARTS)
     return target
 
 
