@@ -60,6 +60,7 @@ def _after_suite() -> Iterator[None]:
     """The session finaliser: checks that hold after everything else ran."""
     yield
     problems = after_suite.problems()
+    after_suite.remove_session_tags()
     assert not problems, "after the suite: " + "; ".join(problems)
 
 

@@ -55,13 +55,14 @@ def test_registry_stopped_in_the_middle_of_a_push(tmp_path: Path, debian_image: 
         host, port = reg.address.split(":")
         proxy = CuttableProxy((host, int(port)))
         proxy.cut_after = 8 << 20  # the registry 'dies' 8 MiB into the upload
+        namespace = env.namespace("cut")
         try:
             report = tmp_path / "r.json"
-            result = pipeline(f"{proxy.address}/cut", report, "--kernel", "debian")
+            result = pipeline(f"{proxy.address}/{namespace}", report, "--kernel", "debian")
             assert proxy.cut.is_set(), "the cut should have happened"
             assert result.returncode == 7, result.stderr[-2000:]
             assert "push of" in error_line(result.stderr)
-            assert reg.tags("cut/kube-router") == []  # no tag at all: no manifest was completed
+            assert reg.tags(f"{namespace}/kube-router") == []  # no tag at all: no manifest was completed
             data = json.loads(report.read_text())
             assert "smoke" not in data["stages"] and "promote" not in data["stages"]
         finally:

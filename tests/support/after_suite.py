@@ -8,6 +8,33 @@ from __future__ import annotations
 from kube_router_sctp.cache import Cache, default_root
 from tests.support import env
 
+# Every image the pipeline builds carries it.
+LABEL = "io.github.kube-router-sctp.kube-router.version"
+
+
+def remove_session_tags() -> int:
+    """Untag what this session's pushes left on the local daemon (``REGISTRY/<namespace>/…``
+    tags of the namespaces it made): the images stay where other tags or the layer cache
+    hold them, nothing of the session's pushes piles up run after run."""
+    if not env.NAMESPACES:
+        return 0
+    from kube_router_sctp.engine import Engine
+    from kube_router_sctp.errors import DockerError
+
+    try:
+        engine = Engine()
+    except DockerError:
+        return 0  # no daemon now: nothing of ours can be left on it
+    removed = 0
+    for image in engine.images(LABEL):
+        for reference in image.get("RepoTags") or []:
+            repository = reference.rsplit(":", 1)[0]
+            parts = repository.split("/")
+            if len(parts) > 2 and parts[1] in env.NAMESPACES:
+                engine.untag(reference)
+                removed += 1
+    return removed
+
 
 def problems() -> list[str]:
     found: list[str] = []

@@ -56,9 +56,15 @@ def registry() -> str:
     return REGISTRY
 
 
+# Registry namespaces made by this session: their local tags are removed after the suite.
+NAMESPACES: list[str] = []
+
+
 def namespace(prefix: str) -> str:
     """A registry namespace of its own for one test, so tests never see each other's tags."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+    made = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    NAMESPACES.append(made)
+    return made
 
 
 # Reports of every pipeline run that pushed, for the after-suite check that the registry
