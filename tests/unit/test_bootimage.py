@@ -11,6 +11,7 @@ import lzma
 import shutil
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,12 @@ from kube_router_sctp.errors import VMError
 from kube_router_sctp.vm import bootimage, decompress
 
 
-def elf(*, pvh: bool = True, machine: int = 62, padding: int = 4096) -> bytes:
+def elf(*, pvh: bool = True, machine: int = 62, entry: int = 0x1000000, flags: int = 0, padding: int = 4096) -> bytes:
     """A 64-bit x86 ELF with one PT_NOTE segment (Xen notes, PHYS32_ENTRY if ``pvh``)."""
     notes = b""
-    for kind in (5, 18 if pvh else 9):
+    for kind, value in ((5, 0), (18 if pvh else 9, entry)):
         name = b"Xen\0"
-        desc = b"\0" * 8
+        desc = struct.pack("<Q", value)
         notes += struct.pack("<III", len(name), len(desc), kind) + name + desc
     phoff = 64
     note_offset = phoff + 56
@@ -33,20 +34,33 @@ def elf(*, pvh: bool = True, machine: int = 62, padding: int = 4096) -> bytes:
     header[:6] = b"\x7fELF\x02\x01"
     struct.pack_into("<H", header, 0x12, machine)
     struct.pack_into("<Q", header, 0x20, phoff)
+    struct.pack_into("<I", header, 0x30, flags)
     struct.pack_into("<HH", header, 0x36, 56, 1)
     phdr = struct.pack("<IIQQQQQQ", 4, 4, note_offset, 0, 0, len(notes), len(notes), 4)
     return bytes(header) + phdr + notes + b"\0" * padding
 
 
-def bzimage(payload: bytes, *, protocol: int = 0x20F, setup_sectors: int = 3, length: int | None = None) -> bytes:
+def bzimage(
+    payload: bytes,
+    *,
+    protocol: int = 0x20F,
+    setup_sectors: int = 3,
+    length: int | None = None,
+    release: str = "6.1.0-99-amd64",
+    size_suffix: bool = True,
+) -> bytes:
     """A bzImage: boot sector and setup (``setup_sectors`` + 1 sectors) with a setup
-    header, then the protected-mode part holding ``payload`` plus its 4-byte size."""
+    header and the kernel's release string, then the protected-mode part holding
+    ``payload`` (plus its 4-byte size, as xz and zstd kernels have it)."""
     setup = bytearray((setup_sectors + 1) * 512)
     setup[0x1F1] = setup_sectors
     setup[0x202:0x206] = b"HdrS"
     struct.pack_into("<H", setup, 0x206, protocol)
-    body = b"\0" * 256 + payload + struct.pack("<I", 0)
-    struct.pack_into("<II", setup, 0x248, 256, len(payload) + 4 if length is None else length)
+    struct.pack_into("<H", setup, 0x20E, 0x300)  # the version string, at 0x300 + 0x200
+    text = f"{release} (builder@example) #1 SMP".encode() + b"\0"
+    setup[0x500 : 0x500 + len(text)] = text
+    body = b"\0" * 256 + payload + (struct.pack("<I", 0) if size_suffix else b"")
+    struct.pack_into("<II", setup, 0x248, 256, len(payload) + (4 if size_suffix else 0) if length is None else length)
     return bytes(setup) + body
 
 
@@ -63,9 +77,10 @@ def compress(data: bytes, kind: str) -> bytes:
 
 @pytest.mark.parametrize("kind", ["xz", "gz", "zst"])
 def test_the_kernel_inside_a_bzimage_is_taken_out(tmp_path: Path, kind: str) -> None:
+    # As Linux builds them: xz and zstd payloads end in the size, a gzip payload does not.
     kernel = elf()
     image = tmp_path / "vmlinuz"
-    image.write_bytes(bzimage(compress(kernel, kind)))
+    image.write_bytes(bzimage(compress(kernel, kind), size_suffix=kind != "gz"))
     assert bootimage.uncompressed(image) == kernel
 
 
@@ -89,8 +104,22 @@ def test_the_uncompressed_kernel_is_cached_and_booted(tmp_path: Path) -> None:
         (bzimage(b"BZh91AY&SY" + b"\0" * 64), "is not xz, gzip or zstd"),
         (bzimage(compress(elf(), "xz")[:-40]), "is damaged"),
         (b"MZ" + b"\0" * 4096, "not a bzImage"),
+        (bzimage(compress(elf(), "xz"), release="4.19.0-27-amd64"), "predates Linux 5"),
+        (bzimage(compress(elf(entry=0), "xz")), "no PVH entry point"),
+        (bzimage(compress(elf(flags=0x10004), "xz")), "no PVH entry point"),
     ],
-    ids=["no-pvh-note", "not-x86", "old-protocol", "payload-outside", "bzip2", "cut-short", "not-bzimage"],
+    ids=[
+        "no-pvh-note",
+        "not-x86",
+        "old-protocol",
+        "payload-outside",
+        "bzip2",
+        "cut-short",
+        "not-bzimage",
+        "linux-4.19",
+        "zero-entry",
+        "elf-flags",
+    ],
 )
 def test_a_kernel_that_cannot_boot_uncompressed_boots_as_it_is(tmp_path: Path, image: bytes, why: str) -> None:
     path = tmp_path / "vmlinuz"
@@ -99,7 +128,7 @@ def test_a_kernel_that_cannot_boot_uncompressed_boots_as_it_is(tmp_path: Path, i
         bootimage.uncompressed(path)
     cache = Cache(tmp_path / "cache")
     assert bootimage.for_qemu(path, "x86_64", cache) == path  # the bzImage, as before
-    assert not (cache.root / "bootimage").exists() or not any((cache.root / "bootimage").iterdir())
+    assert not list(cache.root.glob("bootimage/*.elf")) and not list(cache.root.glob("bootimage/*.part"))
 
 
 def test_an_arm64_kernel_is_handed_to_qemu_as_it_is(tmp_path: Path) -> None:
@@ -122,3 +151,57 @@ def test_a_damaged_zstd_stream_is_one_line() -> None:
     data = compress(b"x" * 100_000, "zst")
     with pytest.raises(VMError, match=r"sctp\.ko\.zst is damaged"):
         decompress.decompress(data[:-20] + b"\xff" * 20, "zst", 1 << 20, "sctp.ko.zst")
+
+
+def test_a_note_segment_cannot_cost_more_than_its_bound(tmp_path: Path) -> None:
+    # 64 note segments each claiming 64 MiB of zeros: skipped by size, not walked 12
+    # bytes at a time (an 80 KB bzImage used to cost half an hour of CPU).
+    body = bytearray(elf(padding=64 << 20))
+    struct.pack_into("<HH", body, 0x36, 56, 64)
+    for index in range(64):
+        struct.pack_into("<IIQQQQQQ", body, 64 + 56 * index, 4, 4, 4096, 0, 0, 64 << 20, 64 << 20, 4)
+    start = time.monotonic()
+    assert not bootimage.has_pvh_entry(bytes(body))
+    assert time.monotonic() - start < 1.0
+
+
+def test_a_damaged_cached_kernel_is_made_again(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(bzimage(compress(elf(), "xz")))
+    cached = bootimage.for_qemu(image, "x86_64", cache)
+    cached.write_bytes(b"")  # what a crash or a racing prune could leave
+    assert bootimage.for_qemu(image, "x86_64", cache) == cached and cached.read_bytes() == elf()
+
+
+def test_an_unwritable_cache_boots_the_bzimage(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    cache.root.mkdir(parents=True)
+    (cache.root / "bootimage").write_text("a file where the directory should be")
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(bzimage(compress(elf(), "xz")))
+    assert bootimage.for_qemu(image, "x86_64", cache) == image
+
+
+def test_a_kernel_refused_once_is_not_decompressed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = Cache(tmp_path / "cache")
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(bzimage(compress(elf(pvh=False), "xz")))
+    assert bootimage.for_qemu(image, "x86_64", cache) == image
+    monkeypatch.setattr(bootimage, "uncompressed", lambda _path: pytest.fail("decompressed again"))
+    assert bootimage.for_qemu(image, "x86_64", cache) == image
+
+
+@pytest.mark.parametrize("kind", ["xz", "gz"])
+def test_concatenated_streams_are_read_whole(kind: str) -> None:
+    # `xz -d` and `gunzip` read every stream or member; so must the module reader.
+    data = compress(b"a" * 5000, kind) + compress(b"b" * 7000, kind)
+    assert decompress.decompress(data, kind, 1 << 20, "m.ko") == b"a" * 5000 + b"b" * 7000
+
+
+def test_an_xz_header_asking_for_a_huge_dictionary_is_refused() -> None:
+    # liblzma allocates the dictionary a header names; the reader caps its memory.
+    filters = [{"id": lzma.FILTER_LZMA2, "dict_size": 1536 << 20}]
+    data = lzma.compress(b"x" * 1000, format=lzma.FORMAT_XZ, filters=filters)
+    with pytest.raises(VMError, match="is damaged"):
+        decompress.decompress(data, "xz", 1 << 20, "huge.ko.xz")

@@ -21,29 +21,54 @@ from ..errors import VMError
 _DAMAGED_HINT = "the kernel package is damaged: download it again"
 
 
+# liblzma allocates the dictionary an xz header asks for: a hostile header asks for 4 GiB.
+_XZ_MEMLIMIT = 256 << 20
+# Streams (xz) or members (gzip) one after another, as `xz -d`/`gunzip` read them.
+_MAX_PARTS = 64
+
+
 def decompress(data: bytes, kind: str, limit: int, what: str) -> bytes:
     """``data`` (``xz``, ``gz`` or ``zst``) decompressed; VMError if damaged, cut short or
     larger than ``limit`` bytes."""
     try:
-        if kind == "xz":
-            xz = lzma.LZMADecompressor()
-            out = xz.decompress(data, max_length=limit + 1)
-            complete = xz.eof
-        elif kind == "gz":
-            gz = zlib.decompressobj(wbits=31)
-            out = gz.decompress(data, limit + 1)
-            complete = gz.eof
-        elif kind == "zst":
+        if kind == "zst":
             out, complete = _unzstd(data, limit, what)
+        elif kind in ("xz", "gz"):
+            out, complete = _concatenated(data, kind, limit)
         else:
             raise ValueError(kind)
     except (lzma.LZMAError, zlib.error, EOFError) as exc:
         raise VMError(f"{what} is damaged ({exc})", _DAMAGED_HINT) from exc
+    except MemoryError as exc:
+        raise VMError(f"{what} asks for more memory than this host gives it", _DAMAGED_HINT) from exc
     if len(out) > limit:
         raise VMError(f"{what} decompresses to more than {limit >> 20} MiB", _DAMAGED_HINT)
     if not complete:
         raise VMError(f"{what} is damaged (its compressed data ends early)", _DAMAGED_HINT)
     return out
+
+
+def _concatenated(data: bytes, kind: str, limit: int) -> tuple[bytes, bool]:
+    """Every xz stream or gzip member of ``data`` in turn (trailing zero padding allowed
+    after xz), at most ``limit + 1`` bytes in all."""
+    out = bytearray()
+    rest = data
+    for _ in range(_MAX_PARTS):
+        unpacker: lzma.LZMADecompressor | zlib._Decompress
+        if kind == "xz":
+            unpacker = lzma.LZMADecompressor(memlimit=_XZ_MEMLIMIT)
+            out += unpacker.decompress(rest, max_length=limit + 1 - len(out))
+        else:
+            unpacker = zlib.decompressobj(wbits=31)
+            out += unpacker.decompress(rest, limit + 1 - len(out))
+        if len(out) > limit or not unpacker.eof:
+            return bytes(out), len(out) > limit
+        rest = unpacker.unused_data
+        if kind == "xz":
+            rest = rest.lstrip(b"\0")  # stream padding
+        if not rest:
+            return bytes(out), True
+    raise lzma.LZMAError(f"more than {_MAX_PARTS} concatenated parts")
 
 
 def _unzstd(data: bytes, limit: int, what: str) -> tuple[bytes, bool]:
@@ -75,7 +100,12 @@ def _unzstd_tool(data: bytes, limit: int, what: str) -> tuple[bytes, bool]:
             process.wait()
             return out, True
         errors = process.stderr.read(4096)
-        code = process.wait(120)
+        try:
+            code = process.wait(120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            code = -9
         feeder.join(5)
     if code != 0:
         message = errors.decode(errors="replace").strip().splitlines()
