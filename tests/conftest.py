@@ -99,9 +99,10 @@ def controlplane_binaries():  # type: ignore[no-untyped-def]
     two idle cores), then found in the cache in seconds. `.ci/run` builds it before the
     suite, so its cold build is not billed to one test's time-out."""
     from kube_router_sctp import config as settings
+    from kube_router_sctp.controlplane import HOST_TOOLS
     from kube_router_sctp.controlplane import build as cpbuild
 
-    for tool, package in (("etcd", "etcd-server"), ("kubectl", "kubernetes-client"), ("openssl", "openssl")):
+    for tool, package in HOST_TOOLS:
         env.require_binary(tool, package)
     env.docker_engine()
     return cpbuild.binaries(settings.load())

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from . import config, context, fetch, log, render
+from . import config, context, fetch, goproxy, log, render
 from . import plan as plan_module
 from .cache import remove_tree
 from .errors import PipelineError
@@ -29,7 +29,6 @@ VOLUMES = {"kube-router-sctp-gomod": "/go/pkg/mod", "kube-router-sctp-gocache": 
 _RESULT_RE = re.compile(r"^CHECK (\w+) (\d+) (\d+)$", re.M)
 # `go` naming a module version the proxy will not serve: not the series' fault, and the
 # fix is a proxy that serves it.
-_PROXY_REFUSAL_RE = re.compile(r"([\w.\-~/]+)@(v[^\s:]+): reading \S+: (40[34]|410) ")
 
 
 @dataclass
@@ -184,7 +183,7 @@ def check_version(version: str, flags: dict[str, object], control: bool) -> Row:
         rc = results.get(step, (None, 0))[0]
         row.cells[step] = "ok" if rc == 0 else "FAIL"
     failures = [line for line in output.splitlines() if line.startswith("  ")]
-    refusal = _PROXY_REFUSAL_RE.search(output)
+    refusal = goproxy.REFUSAL.search(output)
     if refusal and any(row.cells[step] == "FAIL" for step in ("vet", "build", "tests")):
         row.blocked = f"the Go proxy refused {refusal[1]}@{refusal[2]} (HTTP {refusal[3]})"
     if control and not plan.series.native:

@@ -21,10 +21,10 @@ from . import smoke
 from .config import Settings
 from .engine import Engine, registry_api_status
 from .errors import DockerError, SmokeError
+from .render import VERSION_LABEL
 from .vm.debian import KEYRING
 
 OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
-IMAGE_LABEL = "io.github.kube-router-sctp.kube-router.version"
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def _service_active(name: str) -> bool:
 def _probe_image(engine: Engine, wanted: str | None) -> str | None:
     if wanted:
         return wanted
-    images = engine.images(IMAGE_LABEL)
+    images = engine.images(VERSION_LABEL)
     return str(images[0]["Id"]) if images else None
 
 
@@ -295,10 +295,11 @@ def vm_checks(settings: Settings) -> Iterator[Finding]:
 def verify_checks(settings: Settings) -> Iterator[Finding]:
     """What ``verify`` needs beside the VM: etcd and kubectl on the host, and the control
     plane's binaries (built on the first run if the cache lacks them)."""
+    from .controlplane import HOST_TOOLS
     from .controlplane import build as cpbuild
     from .errors import PipelineError
 
-    for tool, package in (("etcd", "etcd-server"), ("kubectl", "kubernetes-client"), ("openssl", "openssl")):
+    for tool, package in HOST_TOOLS:
         found = shutil.which(tool)
         yield (
             Finding(OK, f"verify: {tool}", found)

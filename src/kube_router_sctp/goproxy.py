@@ -7,6 +7,7 @@ records) and to fetch Go toolchains for the builder stage.
 
 from __future__ import annotations
 
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from .gomodules import escape
 from .safefs import Beneath
 
 MAX_MEMBER_BYTES = 64 << 20  # a restored vendored file; the largest known is ~4 MiB
+# `go` naming a module version the proxy will not serve: module, version, HTTP status.
+REFUSAL = re.compile(r"(?<![\w.\-~/])([\w.\-~/]+)@(v[^\s:]+): reading \S+: (40[34]|410) ")
 
 
 def proxy_urls(go_proxy: str | None) -> list[str]:

@@ -72,6 +72,12 @@ def clean(text: str) -> str:
     return redact(text)
 
 
+def last_line(text: str, limit: int = 300) -> str:
+    """The last non-blank line of a tool's output, cut to ``limit``: what an error quotes."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else "no output"
+
+
 def set_level(level: int) -> None:
     global _level
     _level = level

@@ -27,6 +27,8 @@ from .redact import has_credentials, redact, redact_data
 TEMPLATE = "Dockerfile.j2"
 KUBE_ROUTER_IMPORT = "github.com/cloudnativelabs/kube-router"
 LABEL_PREFIX = "io.github.kube-router-sctp"
+# The label every image the pipeline builds carries: the kube-router release inside.
+VERSION_LABEL = f"{LABEL_PREFIX}.kube-router.version"
 BUILD_ARCH = "amd64"  # the Go stages run here; other architectures are cross-compiled
 
 
@@ -178,7 +180,7 @@ def labels(plan: Plan, bases: BaseImages, epoch: int) -> dict[str, str]:
         "org.opencontainers.image.version": plan.tag,
         "org.opencontainers.image.created": created,
         "org.opencontainers.image.base.name": bases.runtime,
-        f"{LABEL_PREFIX}.kube-router.version": plan.version,
+        VERSION_LABEL: plan.version,
         f"{LABEL_PREFIX}.kube-router.commit": pin.commit if pin else "",
         f"{LABEL_PREFIX}.kube-router.tree-sha256": pin.tree_sha256 if pin else "",
         f"{LABEL_PREFIX}.patch-series": f"{plan.series.name} rev {plan.series.revision}"

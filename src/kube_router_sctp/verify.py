@@ -27,8 +27,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import log, safefs
-from .cache import Cache
+from . import log, safefs, validate
+from .cache import Cache, remove_tree
 from .config import Settings
 from .controlplane import build as cpbuild
 from .controlplane.cluster import ControlPlane
@@ -40,13 +40,13 @@ from .dataplane.scenario import KUBE_ROUTER_USER, Outcome, Scenario
 from .engine import Engine
 from .errors import ConfigError, DataplaneError, KernelUnsupportedError, VMError
 from .redact import redact, redact_data
+from .render import LABEL_PREFIX, VERSION_LABEL
 from .validate import semver_of
 from .vm.dockerhost import HOST_FROM_GUEST, docker_host
 from .vm.kernel import KernelFiles, resolve
 
-VERSION_LABEL = "io.github.kube-router-sctp.kube-router.version"
-PATCHES_LABEL = "io.github.kube-router-sctp.patches"
-SERIES_LABEL = "io.github.kube-router-sctp.patch-series"
+PATCHES_LABEL = f"{LABEL_PREFIX}.patches"
+SERIES_LABEL = f"{LABEL_PREFIX}.patch-series"
 LOG_TAIL_LINES = 400
 MANIFESTS = "resources/manifests"
 
@@ -113,13 +113,64 @@ def rbac_manifest(version: str) -> Path:
     return Path(str(resources.files("kube_router_sctp").joinpath(f"{MANIFESTS}/kube-router/{name}")))
 
 
-def _check_manifests(path: Path) -> Path:
-    if not path.exists():
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_MANIFEST_FILES = 1000
+MAX_MANIFEST_BYTES = 16 << 20  # all files together
+APPLIED_KINDS = ("Namespace", "Service")  # what the proof uses; nothing else is applied
+
+
+def read_manifests(path: Path, into: Path) -> Path:
+    """The user's manifests, read here before anything boots as every input is read, and
+    copied into ``into`` (which kubectl then reads, so nothing changes in between): regular
+    files only (a FIFO, a device or a link to /dev/zero is refused, not handed to kubectl),
+    no link out of the directory, at most 128 levels, 1,000 files and 16 MiB."""
+    root = Path(validate.local_path(str(path), "--manifests"))
+    if not root.exists():
         raise ConfigError(f"--manifests {path} does not exist", "name a directory of Kubernetes YAML (or one file)")
-    files = [path] if path.is_file() else [p for p in sorted(path.rglob("*")) if p.suffix in (".yaml", ".yml", ".json")]
+    files = [root] if not root.is_dir() else _manifest_files(root)
     if not files:
         raise ConfigError(f"--manifests {path} holds no .yaml, .yml or .json file", "put the Services' manifests there")
-    return path
+    into.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for index, file in enumerate(files):
+        opened = safefs.open_regular(file)
+        if opened is None:
+            raise ConfigError(f"--manifests: {file} is not a regular file", "keep only YAML or JSON files there")
+        with opened as handle:
+            data = handle.read(MAX_MANIFEST_BYTES - total + 1)
+        total += len(data)
+        if total > MAX_MANIFEST_BYTES:
+            raise ConfigError(f"--manifests {path} holds more than {MAX_MANIFEST_BYTES >> 20} MiB", "prove fewer files")
+        suffix = file.suffix if file.suffix in MANIFEST_SUFFIXES else ".yaml"
+        (into / f"{index:04d}{suffix}").write_bytes(data)
+    return into
+
+
+def _manifest_files(root: Path) -> list[Path]:
+    """Manifest files below ``root`` (kubectl's suffixes), walked in a loop; a link may
+    lead anywhere inside ``root`` but not out of it, nor round in a circle."""
+    inside = root.resolve()
+    found: list[Path] = []
+    pending: list[tuple[Path, int]] = [(root, 0)]
+    seen: set[tuple[int, int]] = set()
+    while pending:
+        directory, depth = pending.pop()
+        info = directory.stat()
+        if (info.st_dev, info.st_ino) in seen:
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        if depth > safefs.MAX_DEPTH:
+            raise ConfigError(f"--manifests {root} nests more than {safefs.MAX_DEPTH} directories", "flatten it")
+        for entry in sorted(directory.iterdir()):
+            if entry.is_symlink() and not entry.resolve().is_relative_to(inside):
+                raise ConfigError(f"--manifests: {entry} links out of {root}", "copy the file into the directory")
+            if entry.is_dir():
+                pending.append((entry, depth + 1))
+            elif entry.suffix in MANIFEST_SUFFIXES:
+                found.append(entry)
+                if len(found) > MAX_MANIFEST_FILES:
+                    raise ConfigError(f"--manifests {root} holds more than {MAX_MANIFEST_FILES} files", "split it")
+    return sorted(found)
 
 
 # -- running -----------------------------------------------------------------------------
@@ -130,7 +181,24 @@ def verify(
     then the control, each on its own fresh node and control plane."""
     builder = Engine(settings.docker_host)
     cache = Cache(settings.cache_dir)
-    source = _check_manifests(manifests) if manifests else default_manifests()
+    scratch = cache.scratch("manifests-")
+    try:
+        source = read_manifests(manifests, scratch / "manifests") if manifests else default_manifests()
+        return _verify_all(settings, builder, cache, image, control, version, manifests, source)
+    finally:
+        remove_tree(scratch)
+
+
+def _verify_all(
+    settings: Settings,
+    builder: Engine,
+    cache: Cache,
+    image: str,
+    control: str | None,
+    version: str | None,
+    manifests: Path | None,
+    source: Path,
+) -> list[Run]:
     planned = [_planned(builder, image, "candidate", version)]
     if control:
         planned.append(_planned(builder, control, "control", planned[0].kube_router_version))
@@ -142,7 +210,7 @@ def verify(
             run = dataclasses.replace(template, kernel=f"{kernel.version} ({spec}; QEMU, TCG)", booted=kernel.record())
             run.flags, run.outcomes, run.evidence, run.timings = [], [], {}, {}
             run.control_plane, run.services, run.skipped = {}, [], []
-            run.manifests = str(manifests) if manifests else "the 2019 report's sctp-service.yaml"
+            run.manifests = log.clean(str(manifests)) if manifests else "the 2019 report's sctp-service.yaml"
             runs.append(run)
             try:
                 with log.step("verify", f"{run.role} {run.image} (kube-router {run.kube_router_version}) on {spec}"):
@@ -275,6 +343,11 @@ def _apply_manifests(kubectl: Kubectl, path: Path) -> None:
     objects = _json_objects(kubectl.run(*_read_args(path), timeout=120))
     if not objects:
         raise ConfigError(f"the manifests in {path} hold no Kubernetes object", "check the files")
+    for other in (o for o in objects if o["kind"] not in APPLIED_KINDS):
+        meta = other.get("metadata", {})
+        where = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        log.warn(f"not applied: {other['kind']} {where} (verify applies Namespaces and Services only)")
+    objects = [o for o in objects if o["kind"] in APPLIED_KINDS]
     defined = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
     used = {o.get("metadata", {}).get("namespace") for o in objects} - {None, "", "default", "kube-system"}
     missing = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}} for name in sorted(used - defined)]
@@ -292,7 +365,12 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
         if text[index].isspace():
             index += 1
             continue
-        value, index = decoder.raw_decode(text, index)
+        try:
+            value, index = decoder.raw_decode(text, index)
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(
+                f"kubectl's reading of the manifests is not usable JSON ({type(exc).__name__})", "check the files"
+            ) from exc
         items = value.get("items", []) if isinstance(value, dict) and value.get("kind") == "List" else [value]
         found += [o for o in items if isinstance(o, dict) and o.get("kind")]
     return found

@@ -6,10 +6,8 @@ they run last because pytest ends the session there, not because of a file name.
 from __future__ import annotations
 
 from kube_router_sctp.cache import Cache, default_root
+from kube_router_sctp.render import VERSION_LABEL
 from tests.support import env
-
-# Every image the pipeline builds carries it.
-LABEL = "io.github.kube-router-sctp.kube-router.version"
 
 
 def remove_session_tags() -> int:
@@ -26,7 +24,7 @@ def remove_session_tags() -> int:
     except DockerError:
         return 0  # no daemon now: nothing of ours can be left on it
     removed = 0
-    for image in engine.images(LABEL):
+    for image in engine.images(VERSION_LABEL):
         for reference in image.get("RepoTags") or []:
             repository = reference.rsplit(":", 1)[0]
             parts = repository.split("/")

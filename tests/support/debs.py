@@ -43,13 +43,29 @@ def elf_module(**info: str | list[str]) -> bytes:
     return body + b"".join(sections)
 
 
-def bzimage(release: str) -> bytes:
-    image = bytearray(0x1000)
-    image[0x202:0x206] = b"HdrS"
-    struct.pack_into("<H", image, 0x20E, 0x400 - 0x200)
+def bzimage(
+    release: str,
+    payload: bytes = b"",
+    *,
+    protocol: int = 0x20F,
+    setup_sectors: int = 3,
+    length: int | None = None,
+    size_suffix: bool = True,
+) -> bytes:
+    """An x86 bzImage as the boot protocol lays it out: boot sector and setup
+    (``setup_sectors`` + 1 sectors) with the setup header and the release string, then the
+    protected-mode part holding ``payload`` (plus its 4-byte size, as xz and zstd kernels
+    end; a gzip payload does not)."""
+    setup = bytearray((setup_sectors + 1) * 512)
+    setup[0x1F1] = setup_sectors
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", setup, 0x206, protocol)
+    struct.pack_into("<H", setup, 0x20E, 0x300)  # the release string, at 0x300 + 0x200
     text = f"{release} (debian-kernel@lists.debian.org) #1 SMP\0".encode()
-    image[0x400 : 0x400 + len(text)] = text
-    return bytes(image)
+    setup[0x500 : 0x500 + len(text)] = text
+    body = b"\0" * 256 + payload + (struct.pack("<I", 0) if size_suffix else b"")
+    struct.pack_into("<II", setup, 0x248, 256, len(payload) + (4 if size_suffix else 0) if length is None else length)
+    return bytes(setup) + body
 
 
 def compress(data: bytes, suffix: str) -> bytes:

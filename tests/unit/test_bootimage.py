@@ -6,19 +6,19 @@ dataplane integration tests, which pass only if the guest runs."""
 
 from __future__ import annotations
 
-import gzip
 import lzma
 import shutil
 import struct
-import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kube_router_sctp.cache import Cache
 from kube_router_sctp.errors import VMError
 from kube_router_sctp.vm import bootimage, decompress
+from tests.support import debs
 
 
 def elf(*, pvh: bool = True, machine: int = 62, entry: int = 0x1000000, flags: int = 0, padding: int = 4096) -> bytes:
@@ -40,39 +40,14 @@ def elf(*, pvh: bool = True, machine: int = 62, entry: int = 0x1000000, flags: i
     return bytes(header) + phdr + notes + b"\0" * padding
 
 
-def bzimage(
-    payload: bytes,
-    *,
-    protocol: int = 0x20F,
-    setup_sectors: int = 3,
-    length: int | None = None,
-    release: str = "6.1.0-99-amd64",
-    size_suffix: bool = True,
-) -> bytes:
-    """A bzImage: boot sector and setup (``setup_sectors`` + 1 sectors) with a setup
-    header and the kernel's release string, then the protected-mode part holding
-    ``payload`` (plus its 4-byte size, as xz and zstd kernels have it)."""
-    setup = bytearray((setup_sectors + 1) * 512)
-    setup[0x1F1] = setup_sectors
-    setup[0x202:0x206] = b"HdrS"
-    struct.pack_into("<H", setup, 0x206, protocol)
-    struct.pack_into("<H", setup, 0x20E, 0x300)  # the version string, at 0x300 + 0x200
-    text = f"{release} (builder@example) #1 SMP".encode() + b"\0"
-    setup[0x500 : 0x500 + len(text)] = text
-    body = b"\0" * 256 + payload + (struct.pack("<I", 0) if size_suffix else b"")
-    struct.pack_into("<II", setup, 0x248, 256, len(payload) + (4 if size_suffix else 0) if length is None else length)
-    return bytes(setup) + body
+def bzimage(payload: bytes, **layout: Any) -> bytes:
+    return debs.bzimage(layout.pop("release", "6.1.0-99-amd64"), payload, **layout)
 
 
 def compress(data: bytes, kind: str) -> bytes:
-    if kind == "xz":
-        return lzma.compress(data, check=lzma.CHECK_CRC32)
-    if kind == "gz":
-        return gzip.compress(data)
-    tool = shutil.which("zstd")
-    if tool is None:
+    if kind == "zst" and shutil.which("zstd") is None:
         pytest.skip("needs the zstd tool (apt-get install zstd)")
-    return subprocess.run([tool, "-c", "-q"], input=data, capture_output=True, check=True).stdout
+    return debs.compress(data, f".{kind}")
 
 
 @pytest.mark.parametrize("kind", ["xz", "gz", "zst"])

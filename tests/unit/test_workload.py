@@ -126,3 +126,44 @@ def test_the_subject_is_the_first_service_with_an_sctp_port() -> None:
     plan = w.plan(services(plain, SCTP_EXPSERVER))
     assert plan.subject.name == "sctp-expserver"
     assert plan.spare.spec.labels == {"app": "sctp-socket"}
+
+
+def test_more_services_than_the_pod_network_holds_is_one_line() -> None:
+    # 249 Services with selectors of their own need 250 pods (one spare): the node's /24
+    # from .6 holds 249. Before: a bare StopIteration traceback.
+    many = []
+    for index in range(249):
+        service = copy.deepcopy(SCTP_EXPSERVER)
+        service["metadata"]["name"] = f"svc-{index}"
+        service["spec"]["selector"] = {"app": f"a{index}"}
+        service["spec"]["clusterIP"] = service["spec"]["clusterIPs"][0] = f"10.254.{index // 200}.{index % 200 + 2}"
+        many.append(service)
+    assert len(w.plan(services(*many[:248])).pods) == 248
+    with pytest.raises(ConfigError, match="more pods than the node's pod network"):
+        w.plan(services(*many))
+
+
+def test_the_closed_port_is_one_the_pod_does_not_serve() -> None:
+    wide = copy.deepcopy(SCTP_EXPSERVER)
+    wide["spec"]["ports"] = [
+        {"name": "low", "protocol": "SCTP", "port": 1, "targetPort": 1, "nodePort": 32000},
+        {"name": "high", "protocol": "SCTP", "port": 65535, "targetPort": 65535, "nodePort": 32001},
+    ]
+    pod = w.plan(services(wide)).pods[0]
+    assert 0 < pod.unlisted <= 65535 and pod.unlisted not in (1, 65535)
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("sctp", True),
+        ("s1ap-1", True),
+        ("sctp--x", False),
+        ("1234", False),
+        ("-a", False),
+        ("a-", False),
+        ("x" * 16, False),
+    ],
+)
+def test_container_port_names_follow_the_api_servers_rule(name: str, valid: bool) -> None:
+    assert w._port_name(name) is valid

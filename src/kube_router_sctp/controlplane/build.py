@@ -20,20 +20,21 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import platform
 import re
-import ssl
 import tarfile
+import tempfile
 import time
 import tomllib
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO
 
-from .. import bases, goproxy, log
+from .. import bases, config, goproxy, log
 from ..cache import Cache, remove_tree
 from ..config import Settings
 from ..download import Downloader
@@ -53,8 +54,6 @@ _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 _DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 _GO = re.compile(r"^1\.\d+(\.\d+)?$")
 _COMMAND = re.compile(r"^[a-z][a-z0-9-]*$")
-# `go` naming a module version the proxy will not serve.
-_PROXY_REFUSAL = re.compile(r"([\w.\-~/]+)@(v[^\s:]+): reading \S+: (40[34]|410) ")
 
 _BUILD_SCRIPT = """set -eu
 cd /src
@@ -148,7 +147,7 @@ def proxy_source(settings: Settings) -> ModuleSource:
     if settings.offline:
         return ModuleSource("the module cache only (--offline)", {"GOPROXY": "off"})
     environment = {"GOPROXY": settings.mirrors.go_proxy} if settings.mirrors.go_proxy else {}
-    bundle = settings.mirrors.ca_bundle or _host_ca_bundle()
+    bundle = settings.mirrors.ca_bundle or config.host_ca_bundle()
     files: tuple[tuple[str, bytes | Path], ...] = ()
     if bundle is not None:
         files = ((_CA_IN_CONTAINER, bundle.read_bytes()),)
@@ -157,22 +156,11 @@ def proxy_source(settings: Settings) -> ModuleSource:
     return ModuleSource(f"{where}" + (f" (CA bundle {bundle})" if bundle else ""), environment, files)
 
 
-def _host_ca_bundle() -> Path | None:
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
-
-
 # -- the binaries ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Binaries:
     version: str
     paths: Mapping[str, Path]  # command -> executable (a cache blob)
-    key: str
-    built_seconds: float | None = None  # None: found in the cache
-    record: Mapping[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, command: str) -> Path:
         return self.paths[command]
@@ -236,15 +224,18 @@ def _from_record(cache: Cache, key: str, pin: Pin) -> Binaries | None:
         log.warn(f"control-plane record {path} is damaged; building again")
         path.unlink(missing_ok=True)
         return None
-    paths = {}
-    for command, sha in shas.items():
+    for sha in shas.values():
         if not cache.has_blob(sha):  # a damaged blob is removed here
             path.unlink(missing_ok=True)
             return None
-        blob = cache.blob_path(sha)
+    return _executables(cache, pin, shas)
+
+
+def _executables(cache: Cache, pin: Pin, shas: Mapping[str, str]) -> Binaries:
+    paths = {command: cache.blob_path(sha) for command, sha in shas.items()}
+    for blob in paths.values():
         blob.chmod(0o555)
-        paths[command] = blob
-    return Binaries(pin.kubernetes, paths, key, None, record)
+    return Binaries(pin.kubernetes, paths)
 
 
 def binaries(
@@ -294,11 +285,8 @@ def binaries(
         part = target.with_suffix(".part")
         part.write_text(json.dumps(record, indent=2) + "\n")
         part.replace(target)
-        built = _from_record(cache, key, pin)
-        if built is None:  # pragma: no cover - the blobs were stored a moment ago
-            raise DataplaneError("the control-plane binaries vanished from the cache", "run again")
         log.info(f"control plane {pin.kubernetes} built in {seconds:.0f}s ({key[:12]})")
-        return Binaries(built.version, built.paths, key, seconds, record)
+        return _executables(cache, pin, shas)  # _store hashed each blob as it wrote it
 
 
 # -- a new pin (maintainers: python -m kube_router_sctp.controlplane pin VERSION) ------------
@@ -371,13 +359,16 @@ def _go_tuple(version: str) -> tuple[int, ...]:
 
 def _read_out(archive: Path, names: tuple[str, ...], prefix: str = "out") -> dict[str, bytes]:
     found: dict[str, bytes] = {}
-    with tarfile.open(archive) as tar:
-        for member in tar:
-            name = member.name.removeprefix(f"{prefix}/")
-            if name in names and member.isreg() and member.size < (64 << 20):
-                handle = tar.extractfile(member)
-                if handle is not None:
-                    found[name] = handle.read()
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                name = member.name.removeprefix(f"{prefix}/")
+                if name in names and member.isreg() and member.size < (64 << 20):
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        found[name] = handle.read()
+    except tarfile.TarError as exc:
+        raise DataplaneError(f"go's output cannot be read ({exc})", "run again") from exc
     missing = sorted(set(names) - set(found))
     if missing:
         raise DataplaneError(f"go left no {', '.join(missing)}", "see its output above")
@@ -446,7 +437,7 @@ def _go_environment(source: ModuleSource, extra: Mapping[str, str]) -> dict[str,
 
 
 def _build_failure(output: str) -> Exception:
-    refusal = _PROXY_REFUSAL.search(output)
+    refusal = goproxy.REFUSAL.search(output)
     if refusal:
         return FetchError(
             f"the Go module proxy refused {refusal[1]}@{refusal[2]} (HTTP {refusal[3]}) "
@@ -537,29 +528,40 @@ def _store(cache: Cache, archive: Path, commands: tuple[str, ...]) -> dict[str, 
     nothing else in the archive is read, and nothing is written outside the cache."""
     wanted = {f"out/{command}": command for command in commands}
     shas: dict[str, str] = {}
-    with tarfile.open(archive) as tar:
-        for member in tar:
-            command = wanted.get(member.name)
-            if command is None:
-                continue
-            if not member.isreg() or member.size > MAX_BINARY:
-                raise DataplaneError(f"the build produced {member.name} that is not a plain file", "run again")
-            handle = tar.extractfile(member)
-            if handle is None:  # pragma: no cover - regular members always have data
-                continue
-            part = cache.tmp_dir() / f"controlplane-{command}.part"
-            digest = hashlib.sha256()
-            with part.open("wb") as out:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):  # noqa: B023 - consumed at once
-                    digest.update(chunk)
-                    out.write(chunk)
-            sha = digest.hexdigest()
-            if cache.has_blob(sha):
-                part.unlink()
-            else:
-                cache.put_blob(part, sha)
-            shas[command] = sha
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                command = wanted.get(member.name)
+                if command is None:
+                    continue
+                if not member.isreg() or member.size > MAX_BINARY:
+                    raise DataplaneError(f"the build produced {member.name} that is not a plain file", "run again")
+                handle = tar.extractfile(member)
+                if handle is None:  # pragma: no cover - regular members always have data
+                    continue
+                shas[command] = _to_blob(cache, handle)
+    except tarfile.TarError as exc:
+        raise DataplaneError(f"the control-plane build's output cannot be read ({exc})", "run again") from exc
     missing = sorted(set(commands) - set(shas))
     if missing:
         raise DataplaneError(f"the control-plane build produced no {', '.join(missing)}", "see the go output above")
     return shas
+
+
+def _to_blob(cache: Cache, handle: IO[bytes]) -> str:
+    """Stream one binary into the cache under its sha256, through a file of this run's own
+    (created exclusively, never through a link), removed whatever happens."""
+    fd, name = tempfile.mkstemp(prefix="controlplane-", suffix=".part", dir=cache.tmp_dir())
+    part = Path(name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        sha = digest.hexdigest()
+        if not cache.has_blob(sha):
+            cache.put_blob(part, sha)
+        return sha
+    finally:
+        part.unlink(missing_ok=True)

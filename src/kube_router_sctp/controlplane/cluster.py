@@ -45,6 +45,10 @@ from .build import Binaries
 from .kubectl import Kubectl, kubeconfig
 
 CONTROLLERS = ("endpoint", "endpointslice", "garbagecollector", "serviceaccount")
+# Our own servers on loopback: never through the environment's HTTP(S)_PROXY (which
+# `requests` honours even for 127.0.0.1 without NO_PROXY) nor its .netrc.
+_LOOPBACK = requests.Session()
+_LOOPBACK.trust_env = False
 SERVICE_CIDR = "10.254.0.0/16"  # the 2019 report's
 KUBERNETES_SERVICE_IP = "10.254.0.1"  # the first address of SERVICE_CIDR
 ADMIN = "krs-admin"
@@ -116,8 +120,6 @@ class ControlPlane:
     workdir: Path
     guest_address: str  # how the node VM reaches the host's loopback (slirp: 10.0.2.2)
     audited_users: Sequence[str] = ()  # whose requests the audit log records
-    service_cidr: str = SERVICE_CIDR
-    controllers: Sequence[str] = CONTROLLERS
     processes: list[Process] = field(default_factory=list)
     api_port: int = 0
     admin_token: str = ""
@@ -137,11 +139,8 @@ class ControlPlane:
         self.stop()
 
     def start(self) -> None:
-        for tool in ("etcd",):
-            if shutil.which(tool) is None:
-                raise ConfigError(
-                    f"{tool} is not installed", "apt-get install etcd-server (or run scripts/setup-host.sh)"
-                )
+        if shutil.which("etcd") is None:
+            raise ConfigError("etcd is not installed", "apt-get install etcd-server (or run scripts/setup-host.sh)")
         self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         start = time.monotonic()
         self.pki = pki.make(
@@ -190,7 +189,7 @@ class ControlPlane:
                     return
             if not process.running():
                 raise DataplaneError(
-                    f"{process.name} exited before {what}: {_last_line(process.tail())}",
+                    f"{process.name} exited before {what}: {log.last_line(process.tail())}",
                     "see its log in the results",
                 )
             if time.monotonic() > deadline:
@@ -250,7 +249,7 @@ class ControlPlane:
                     f"--token-auth-file={tokens}",
                     "--authorization-mode=Node,RBAC",
                     "--enable-admission-plugins=NodeRestriction",
-                    f"--service-cluster-ip-range={self.service_cidr}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
                     f"--service-account-key-file={self.pki.sa_public}",
                     f"--service-account-signing-key-file={self.pki.sa_private}",
                     "--service-account-issuer=https://kubernetes.default.svc",
@@ -273,7 +272,7 @@ class ControlPlane:
 
     def _ready(self) -> bool:
         assert self.pki is not None
-        response = requests.get(
+        response = _LOOPBACK.get(
             f"{self.url}/readyz",
             headers={"Authorization": f"Bearer {self.admin_token}"},
             verify=str(self.pki.ca_cert),
@@ -288,7 +287,7 @@ class ControlPlane:
             [
                 str(self.binaries["kube-controller-manager"]),
                 f"--kubeconfig={kubeconfig_path}",
-                f"--controllers={','.join(self.controllers)}",
+                f"--controllers={','.join(CONTROLLERS)}",
                 "--use-service-account-credentials=true",
                 "--leader-elect=false",
                 "--secure-port=0",
@@ -365,10 +364,5 @@ def _audit_policy(users: Sequence[str]) -> dict[str, Any]:
 
 
 def _etcd_healthy(url: str) -> bool:
-    response = requests.get(f"{url}/health", timeout=3)
+    response = _LOOPBACK.get(f"{url}/health", timeout=3)
     return response.status_code == 200 and response.json().get("health") == "true"
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no output"

@@ -31,8 +31,9 @@ def find() -> str:
     return found
 
 
-def kubeconfig(server: str, ca_pem: bytes, token: str, user: str = "user", cluster: str = "krs") -> str:
+def kubeconfig(server: str, ca_pem: bytes, token: str, user: str = "user") -> str:
     """A kubeconfig for one server, CA and bearer token."""
+    cluster = "krs"
     document = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -50,10 +51,10 @@ def kubeconfig(server: str, ca_pem: bytes, token: str, user: str = "user", clust
 
 
 class Kubectl:
-    def __init__(self, kubeconfig_path: Path, cache_dir: Path, binary: str | None = None) -> None:
+    def __init__(self, kubeconfig_path: Path, cache_dir: Path) -> None:
         self.kubeconfig = kubeconfig_path
         self.cache_dir = cache_dir
-        self.binary = binary or find()
+        self.binary = find()
 
     def run(self, *args: str, stdin: str | None = None, timeout: float = 60, check: bool = True) -> str:
         command = [self.binary, f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self.cache_dir}", *args]

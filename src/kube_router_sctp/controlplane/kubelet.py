@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from .kubectl import Kubectl, Obj
 
@@ -133,8 +132,3 @@ class Kubelet:
         """Delete a pod and confirm it gone at once, as a kubelet does when its containers
         have stopped (the test stops its servers)."""
         self.kubectl.delete("pod", pod.name, pod.namespace, now=True)
-
-    def pod_ready(self, pod: PodSpec) -> bool:
-        status: dict[str, Any] = self.kubectl.get("pod", pod.name, pod.namespace).get("status", {})
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
-        return ready and status.get("podIP") == pod.ip

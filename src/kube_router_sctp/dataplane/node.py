@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from .. import log
+from ..controlplane.cluster import SERVICE_CIDR
 from ..engine import Engine
 from ..errors import DataplaneError, DockerError
 from . import workload as w
@@ -41,7 +42,6 @@ POD_CIDR = w.POD_CIDR
 BRIDGE_IP = w.BRIDGE_IP
 EXTERNAL_NS = w.EXTERNAL
 NODE = w.NODE
-SERVICE_CIDR = "10.254.0.0/16"  # the report's
 
 _LABEL = {"io.github.kube-router-sctp.role": "dataplane"}
 _LIB = "/run/krs/lib.sh"  # the guest-side helpers, written at set-up
@@ -267,7 +267,7 @@ class Node:
         result = self.sh(_render(_SETUP_SCRIPT, pods, external_ips))
         if result.code != 0:
             raise DataplaneError(
-                f"setting up the node's network failed: {_last(result.output)}",
+                f"setting up the node's network failed: {log.last_line(result.output)}",
                 "see the output above; the guest kernel may lack a module (veth, bridge, sctp)",
             )
         return result.output
@@ -330,7 +330,7 @@ class Node:
                 return time.monotonic() - start
             if self.kube_router and not self.kube_router_running():
                 raise DataplaneError(
-                    f"kube-router exited while waiting for {what}: {_last(self.kube_router_logs())}",
+                    f"kube-router exited while waiting for {what}: {log.last_line(self.kube_router_logs())}",
                     'see its log in the results (evidence "kube-router log (end)")',
                 )
             if time.monotonic() - start > timeout:
@@ -381,8 +381,3 @@ def _render(script: str, pods: Sequence[w.Pod] = (), external_ips: Sequence[str]
     for key, value in values.items():
         script = script.replace(key, value)
     return script
-
-
-def _last(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no output"

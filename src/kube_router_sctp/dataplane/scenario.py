@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import log
+from ..controlplane.cluster import KUBERNETES_SERVICE_IP
 from ..controlplane.kubectl import Kubectl
 from ..controlplane.kubelet import Kubelet
 from ..errors import DataplaneError
@@ -34,7 +35,7 @@ from . import workload as w
 from .node import Node, Probe
 
 KUBE_ROUTER_USER = "system:serviceaccount:kube-system:kube-router"
-KUBERNETES_SERVICE = ("TCP", "10.254.0.1", 443)  # the API server's own Service
+KUBERNETES_SERVICE = ("TCP", KUBERNETES_SERVICE_IP, 443)  # the API server's own Service
 ATTEMPTS = 3  # a cell passes on its first echo; a fresh association each attempt
 SYNC_TIMEOUT = 150.0  # first sync: kube-router starts, lists everything, programs IPVS
 CHANGE_TIMEOUT = 90.0  # a watch event to its effect in the kernel

@@ -20,6 +20,7 @@ off from it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,17 +215,27 @@ def plan(services: Sequence[Service]) -> Workload:
             "the manifests hold no Service the proof can cover" + (f" ({'; '.join(skipped)})" if skipped else ""),
             "give verify --manifests a directory with at least one Service that has a selector and ports",
         )
-    hosts = iter(list(ipaddress.IPv4Network(NODE_POD_CIDR).hosts())[FIRST_POD_HOST - 1 :])
+    addresses = list(ipaddress.IPv4Network(NODE_POD_CIDR).hosts())[FIRST_POD_HOST - 1 :]
+    hosts = iter(addresses)
+
+    def address() -> ipaddress.IPv4Address:
+        taken = next(hosts, None)
+        if taken is None:
+            raise ConfigError(
+                f"the manifests' Services need more pods than the node's pod network {NODE_POD_CIDR} "
+                f"holds ({len(addresses)}, one kept spare)",
+                "prove fewer Services in one run (split the directory)",
+            )
+        return taken
+
     pods: list[Pod] = []
     for service in covered:
         if any(pod.spec.namespace == service.namespace and service.selects(pod.spec.labels) for pod in pods):
             continue  # a pod with these labels exists already: it serves this Service too
-        pods.append(
-            _pod(service.namespace, f"{service.name}-echo-a", service.selector, next(hosts), covered, len(pods))
-        )
+        pods.append(_pod(service.namespace, f"{service.name}-echo-a", service.selector, address(), covered, len(pods)))
     subject = next((s for s in covered if any(p.protocol == "SCTP" for p in s.ports)), covered[0])
     first = next(pod for pod in pods if subject.selects(pod.spec.labels))
-    spare = _pod(subject.namespace, f"{subject.name}-echo-b", first.spec.labels, next(hosts), covered, len(pods))
+    spare = _pod(subject.namespace, f"{subject.name}-echo-b", first.spec.labels, address(), covered, len(pods))
     return Workload(covered, pods, subject, spare, skipped)
 
 
@@ -243,8 +254,9 @@ def _pod(
         if service.namespace == namespace and service.selects(labels):
             for port in service.ports:
                 serves.setdefault((port.protocol, port.target_port), port.target_name or port.name)
-    numbers = sorted(number for _, number in serves)
-    unlisted = numbers[-1] + 1 if numbers[-1] < 65535 else numbers[0] - 1
+    taken = {number for _, number in serves}
+    # An SCTP port no Service names: the first free one above them, else below.
+    unlisted = next(n for n in (*range(max(taken) + 1, 65536), *range(1, 65536)) if n not in taken)
     ports = _unique_names([(name_, number, protocol) for (protocol, number), name_ in serves.items()])
     spec = PodSpec(name, namespace, dict(labels), str(ip), ports)
     return Pod(spec, f"pod-{index}", (*sorted(serves), ("SCTP", unlisted)), unlisted)
@@ -261,5 +273,10 @@ def _unique_names(ports: list[tuple[str, int, str]]) -> list[tuple[str, int, str
     return result
 
 
+# A container port name (IANA_SVC_NAME): lower-case letters, digits and single inner
+# hyphens, at least one letter, at most 15 characters.
+_PORT_NAME = re.compile(r"(?=[a-z0-9-]{1,15}\Z)(?=.*[a-z])(?!.*--)[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+
+
 def _port_name(name: str) -> bool:
-    return len(name) <= 15 and name.replace("-", "").isalnum() and name.islower() and not name.startswith("-")
+    return _PORT_NAME.fullmatch(name) is not None

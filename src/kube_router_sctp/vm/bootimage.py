@@ -38,7 +38,6 @@ _PT_NOTE = 4
 _MAX_NOTES = 64 << 10  # a kernel's notes are a few hundred bytes
 _PVH_SINCE = 5
 _RULES = 1  # the version of what decides a refusal: a change here retries refused kernels
-_STALE_PART = 3600.0  # a .part this old was left by a run that was killed
 _XEN_ELFNOTE_PHYS32_ENTRY = 18
 _EM_X86_64 = 62
 
@@ -60,6 +59,8 @@ def for_qemu(vmlinuz: Path, arch: str, cache: Cache) -> Path:
                 why = refused.read_text(errors="replace")[:300].strip()
                 log.info(f"booting {vmlinuz.name} compressed (about 5 s slower under TCG): {why}")
             return vmlinuz
+        for stale in directory.glob(f"vmlinux-{digest}.*.part"):  # a killed run's; the lock is ours
+            stale.unlink(missing_ok=True)
         start = time.monotonic()
         try:
             elf = uncompressed(vmlinuz)
@@ -77,10 +78,6 @@ def for_qemu(vmlinuz: Path, arch: str, cache: Cache) -> Path:
         log.detail(f"{vmlinuz.name}: kernel decompressed for a PVH boot in {time.monotonic() - start:.1f}s")
     prune_recent(directory, "vmlinux-*.elf", _KEEP)
     prune_recent(directory, "vmlinux-*.refused", _KEEP * 4)
-    for part in directory.glob("vmlinux-*.part"):
-        with contextlib.suppress(OSError):
-            if time.time() - part.stat().st_mtime > _STALE_PART:
-                part.unlink()
     return target
 
 
