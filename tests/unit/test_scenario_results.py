@@ -39,6 +39,17 @@ def test_profiles_give_each_node_its_name_and_only_the_flags_its_release_has() -
     assert "--cluster-cidr=172.20.0.0/16" in old
 
 
+def test_the_two_node_network_script_gets_every_value_it_names() -> None:
+    """guestscripts.render refuses a placeholder without a value and a value without a
+    placeholder: the script and the topology agree."""
+    from kube_router_sctp import guestscripts
+
+    script = guestscripts.render("scenario-net.sh", **t.network_values(4242, "10.0.2.2"))
+    assert "NODE_B_PID=4242" in script and "API_HOST=10.0.2.2" in script
+    assert "SERVICE_RANGES='10.254.0.0/16 fd00:10:254::/108'" in script
+    assert "@" not in "".join(line for line in script.splitlines() if line.startswith(("NODE_", "API_")))
+
+
 TALK = "\n".join(
     [
         '{"t": 100.0, "event": "up", "ms": 3, "local": ["10.101.50.85:40001"], "peers": ["10.254.0.9:5000"]}',

@@ -82,6 +82,28 @@ def profile_flags(help_text: str, profile: str, hostname: str) -> list[str]:
     return flags
 
 
+def network_values(node_b_pid: int, api_host: str) -> dict[str, str | int]:
+    """What scenario-net.sh is rendered with: the topology above, node B's process, and
+    the address the nodes reach the API server by."""
+    return {
+        "NODE_B_PID": node_b_pid,
+        "NODE_A_IP": w.NODE_IP,
+        "NODE_B_IP": NODE_B_IP,
+        "CLIENT_IP": w.CLIENT_IP,
+        "NODE_A_IP2": NODE_A_IP2,
+        "CLIENT_IP2": CLIENT_IP2,
+        "NODE_A_IP6": NODE_A_IP6,
+        "NODE_B_IP6": NODE_B_IP6,
+        "CLIENT_IP6": CLIENT_IP6,
+        "POD_RANGE_A": w.NODE_POD_CIDR,
+        "POD_RANGE_B": NODE_B_POD_CIDR,
+        "POD_RANGE_A6": POD_CIDR6_A,
+        "SERVICE_RANGES": f"{SERVICE_CIDR} {SERVICE_CIDR6}",
+        "EXTERNAL_RANGES": f"{EXTERNAL_RANGE} {EXTERNAL_RANGE6}",
+        "API_HOST": api_host,
+    }
+
+
 @dataclass
 class TwoNodes:
     """Node B and the LAN, added to a node the base proof has used."""
@@ -100,24 +122,7 @@ class TwoNodes:
         self.node.put_file(self.node.toolbox, f"/host{LIB}", guestscripts.text("scenario-lib.sh"))
         self.node.put_file(self.node.toolbox, f"/host{PEER}", guestscripts.text("sctp-peer.py"))
         self.node_b, pid = self.node.start_container(NODE_B_CONTAINER, network_mode="none", privileged=True)
-        script = guestscripts.render(
-            "scenario-net.sh",
-            NODE_B_PID=pid,
-            NODE_A_IP=w.NODE_IP,
-            NODE_B_IP=NODE_B_IP,
-            CLIENT_IP=w.CLIENT_IP,
-            NODE_A_IP2=NODE_A_IP2,
-            CLIENT_IP2=CLIENT_IP2,
-            NODE_A_IP6=NODE_A_IP6,
-            NODE_B_IP6=NODE_B_IP6,
-            CLIENT_IP6=CLIENT_IP6,
-            POD_RANGE_A=w.NODE_POD_CIDR,
-            POD_RANGE_B=NODE_B_POD_CIDR,
-            POD_RANGE_A6=POD_CIDR6_A,
-            SERVICE_RANGES=f"{SERVICE_CIDR} {SERVICE_CIDR6}",
-            EXTERNAL_RANGES=f"{EXTERNAL_RANGE} {EXTERNAL_RANGE6}",
-            API_HOST=api_host,
-        )
+        script = guestscripts.render("scenario-net.sh", **network_values(pid, api_host))
         result = self.node.sh(script)
         if result.code != 0:
             raise DataplaneError(
