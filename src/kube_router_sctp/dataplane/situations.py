@@ -18,6 +18,7 @@ each with its wall-clock time) and on the host otherwise (a watch event to its e
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import json
 import re
@@ -333,6 +334,10 @@ class Situations:
         self.cluster = t.TwoNodes(self.node, self.kubeconfig, self.node.kube_router_help())
         self.two.stop()  # the base proof's kube-router, cleaned up before the network changes
         self.evidence["scenario network"] = self.two.build(self.api_host)
+        # What the failover and multi-homing times depend on: this kernel's SCTP conntrack timeouts.
+        self.evidence["SCTP conntrack timeouts (node A)"] = self.two.sh_in(
+            t.NODE_A, "sh", "-c", "grep -H . /proc/sys/net/netfilter/nf_conntrack_sctp_timeout_*"
+        ).output
         if self.ipv6:  # node A was registered dual-stack from the start (a node's podCIDRs are immutable)
             self.two.lib("sc_bridge6", f"{t.BRIDGE_IP6}/64")
         self.kubelet_b = Kubelet(
@@ -758,9 +763,6 @@ class Situations:
         svc = self.service("sc-mh", {"app": "sc-mh"}, external_ips=[eip])
         cluster_ip = str(svc["spec"]["clusterIP"])
         self.wait_ipvs(t.NODE_A, cluster_ip, PORT, {mh.ip}, "the multi-homing Service")
-        result.evidence["timeouts"] = self.two.lib(
-            "sc_sysctl", t.NODE_A, "net.netfilter.nf_conntrack_sctp_timeout_established"
-        ).output
         for kind, address in (("clusterip", cluster_ip), ("externalip", eip)):
             for sloppy in (0, 1):
                 self._one_homing(result, f"{kind}-sloppy-{'on' if sloppy else 'off'}", address, sloppy)
@@ -841,8 +843,23 @@ class Situations:
         pod, eip = PODS["dsr"], IPS["dsr"]
         annotations = {"kube-router.io/service.dsr": "tunnel", "kube-router.io/service.scheduler": "mh"}
         self.service("sc-dsr", {"app": "sc-dsr"}, external_ips=[eip], annotations=annotations)
-        time.sleep(10)  # the fwmark services and the pod's tunnel: no address:port to wait for
+
+        def fwmark_service(ns: str) -> bool:  # DSR services are fwmark services: no address:port
+            listing = self.two.ipvs(ns)
+            return any(line.startswith("FWM") for line in listing.splitlines()) and pod.ip in listing
+
+        took = {
+            ns: self.node.wait_for(f"{ns}'s DSR service", functools.partial(fwmark_service, ns), CHANGE_TIMEOUT)
+            for ns in (t.NODE_A, t.NODE_B)
+        }
+        time.sleep(3)  # the pod's tunnel is configured in the same sync, after the service
         self.snapshot(result, "DSR Service in place", t.NODE_A, t.NODE_B)
+        if any(v < 0 for v in took.values()):
+            raise DataplaneError(
+                f"no fwmark service for the DSR pod within {CHANGE_TIMEOUT:.0f}s on "
+                f"{', '.join(ns for ns, v in took.items() if v < 0)}",
+                "see the IPVS tables and kube-router's log in the scenario's evidence",
+            )
         result.evidence["DSR pod: ip addr"] = self.two.sh_in(pod.netns, "ip", "addr").output
         start = time.monotonic()
         with self.capture(result, t.NODE_A, "dsr-echo"):
