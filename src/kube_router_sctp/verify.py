@@ -31,12 +31,12 @@ from . import log, safefs, validate
 from .cache import Cache, remove_tree
 from .config import Settings
 from .controlplane import build as cpbuild
-from .controlplane.cluster import ControlPlane
+from .controlplane.cluster import SERVICE_CIDR, ControlPlane
 from .controlplane.kubectl import Kubectl, kubeconfig
 from .controlplane.kubelet import Kubelet
 from .dataplane import catalogue
 from .dataplane import workload as w
-from .dataplane.node import SERVICE_CIDR, Node, kube_router_flags, transfer_image
+from .dataplane.node import Node, kube_router_flags, transfer_image
 from .dataplane.scenario import KUBE_ROUTER_USER, Outcome, Scenario
 from .dataplane.situations import SituationResult, Situations
 from .dataplane.twonode import NODE_A_IP6, POD_CIDR6_A, SERVICE_CIDR6

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import log
+from ..controlplane.cluster import SERVICE_CIDR
 from ..controlplane.kubectl import Kubectl, Obj
 from ..controlplane.kubelet import Kubelet, PodSpec
 from ..errors import DataplaneError
@@ -36,7 +37,7 @@ from . import catalogue as c
 from . import sctpwire
 from . import twonode as t
 from . import workload as w
-from .node import SERVICE_CIDR, Node
+from .node import Node
 from .scenario import parse_ipvs
 
 NAMESPACE = "scenarios"

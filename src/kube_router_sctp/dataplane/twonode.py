@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .. import guestscripts
+from ..controlplane.cluster import SERVICE_CIDR
 from ..errors import DataplaneError
 from . import workload as w
-from .node import BASE_FLAGS, OPTIONAL_FLAGS, SERVICE_CIDR, Node, Shell
+from .node import BASE_FLAGS, OPTIONAL_FLAGS, Node, Shell
 
 NODE_A = "node"  # namespace names as the guest helpers take them
 NODE_B = "node-b"
