@@ -5,14 +5,13 @@ every scenario the release can run, each part against the verdict `dataplane/cat
 expects of that release. Real kernel (Debian's, QEMU TCG), real control plane, real SCTP
 associations from the project's own client and server; only the kubelet is absent.
 
-CI runs one release, v2.7.1 (the newest patched line: every scenario applies, DSR with
-the series' sloppy_sctp included). v0.3.2, v2.9.0 (native SCTP, the upstream anchor) and
-the negative control of the failover (v2.7.1 built without the series' conntrack flush)
-carry the ``release_tier`` marker, deselected by default: ``pytest -m release_tier
-tests/integration/test_scenarios.py``.
-
-Written in the session that designed the scenarios; not yet run (no VM could be booted
-then). docs/dataplane.md ("Scenarios") says what remains to run and in which order.
+All of these carry the ``release_tier`` marker, deselected by default (``pytest -m
+release_tier tests/integration/test_scenarios.py``): every scenario on v2.7.1, v0.3.2 and
+v2.9.0 (native SCTP, the upstream anchor), and the failover's negative control (v2.7.1
+built without the series' conntrack flush). CI runs the scenarios of v2.7.1 whose every
+part the wire has confirmed, inside the v2.7.1 dataplane proof
+(``tests/integration/test_dataplane.py``: no boot of its own). docs/dataplane.md
+("Scenarios") holds the results of the runs so far and what the wire contradicted.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import pytest
 # The dataplane proof's builds and fixtures: the same images, the same control plane.
 from tests.integration.test_dataplane import build, control_plane, node_prerequisites  # noqa: F401
 from tests.support import env
+from tests.support.scenarios import assert_every_part_as_expected, scenarios_of
 from tests.support.upstream import Upstream
 
 SCENARIOS = ("two-nodes", "local-traffic", "affinity", "loadbalancer", "failover", "multihoming", "ipv6", "dsr")
@@ -43,28 +43,15 @@ def run_scenarios(image: str, tmp_path: Path, name: str, scenarios: str = "all")
     return result.returncode, data, markdown + result.stderr[-5000:]
 
 
-def scenarios_of(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def only_run(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     (run,) = data["runs"]
-    return {s["scenario"]: s for s in run["scenarios"]}
-
-
-def assert_every_part_as_expected(found: dict[str, dict[str, Any]], names: tuple[str, ...]) -> None:
-    assert set(found) == set(names), found.keys()
-    unexpected = [
-        f"{s['scenario']}/{p['part']}: {p['result']} (expected {p['expected']}: {p['expected_reason']}) {p['detail']}"
-        for s in found.values()
-        for p in s["parts"]
-        if not p["met"]
-    ]
-    assert not unexpected, "\n".join(unexpected)
-    for s in found.values():
-        assert not s["error"], s["error"]
-        assert s["evidence"], s["scenario"]  # tables, conntrack, captures: what decided
+    return scenarios_of(run)
 
 
 NODE = ("node_prerequisites", "control_plane")
 
 
+@pytest.mark.release_tier
 @pytest.mark.usefixtures(*NODE)
 @pytest.mark.vm
 @pytest.mark.docker
@@ -73,7 +60,7 @@ NODE = ("node_prerequisites", "control_plane")
 def test_every_scenario_on_the_newest_patched_line(tmp_path: Path, upstream: Upstream) -> None:
     candidate = build("v2.7.1", upstream, control=False)
     code, data, said = run_scenarios(candidate, tmp_path, "scenarios-v2.7.1")
-    found = scenarios_of(data)
+    found = only_run(data)
     assert_every_part_as_expected(found, SCENARIOS)
     assert code == 0, said
     # times are published, not only verdicts
@@ -102,7 +89,7 @@ def test_every_scenario_on_another_release(
     """v0.3.2 has no IPv6 (reported n/a, not run); v2.9.0 is native (nothing applied)."""
     candidate = build(version, upstream, control=False)
     code, data, said = run_scenarios(candidate, tmp_path, f"scenarios-{version}")
-    found = scenarios_of(data)
+    found = only_run(data)
     assert_every_part_as_expected({k: v for k, v in found.items() if k in expected_scenarios}, expected_scenarios)
     if version == "v0.3.2":
         assert found["ipv6"]["result"] == "n/a" and "AF_INET" in found["ipv6"]["expected_reason"]
@@ -140,7 +127,7 @@ def test_failover_depends_on_the_series_conntrack_flush(tmp_path: Path, upstream
     patches = inspected["Config"]["Labels"]["io.github.kube-router-sctp.patches"]
     assert "graceful-flush-sctp-conntrack" not in patches and "create-and-recognise-sctp" in patches
     code, data, said = run_scenarios(image, tmp_path, "failover-no-flush", "failover")
-    found = scenarios_of(data)
+    found = only_run(data)
     assert_every_part_as_expected(found, ("failover",))
     parts = {p["part"]: p for p in found["failover"]["parts"]}
     assert parts["deleted-same-port-reconnect"]["expected"] == "fail"

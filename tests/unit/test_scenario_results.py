@@ -132,3 +132,13 @@ def test_an_unknown_scenario_is_refused_before_anything_starts() -> None:
     result = CliRunner().invoke(main, ["verify", "krs-test-absent:none", "--scenarios", "two-nodes,bogus"])
     assert result.exit_code == 2, result.output
     assert "unknown scenario(s) bogus" in result.stderr and "known: all, two-nodes" in result.stderr
+
+
+def test_node_bs_own_xtables_lock_replaces_the_default_mount() -> None:
+    from kube_router_sctp.dataplane.node import kube_router_mounts
+
+    assert kube_router_mounts({}) == {"/lib/modules": "/lib/modules:ro", "/run/xtables.lock": "/run/xtables.lock"}
+    own = kube_router_mounts({"/run/krs/node-b.xtables.lock": "/run/xtables.lock", "/var/run/docker.sock": "/d"})
+    targets = [t.split(":", 1)[0] for t in own.values()]
+    assert sorted(targets) == sorted(set(targets))  # Docker refuses two mounts at one path
+    assert own["/run/krs/node-b.xtables.lock"] == "/run/xtables.lock" and "/run/xtables.lock" not in own

@@ -181,6 +181,16 @@ ip -br addr
 """
 
 
+def kube_router_mounts(binds: dict[str, str]) -> dict[str, str]:
+    """What a DaemonSet mounts into kube-router (the node's modules, read-only, and its
+    xtables lock), plus ``binds``; a bind of the caller's to the same place (node B's
+    own xtables lock) replaces the default, since Docker refuses two mounts at one path."""
+    defaults = {"/lib/modules": "/lib/modules:ro", "/run/xtables.lock": "/run/xtables.lock"}
+    taken = {target.split(":", 1)[0] for target in binds.values()}
+    kept = {host: target for host, target in defaults.items() if target.split(":", 1)[0] not in taken}
+    return {**kept, **binds}
+
+
 @dataclass(frozen=True)
 class Shell:
     """What a command in the guest printed, and its exit status."""
@@ -298,13 +308,12 @@ class Node:
         modules and xtables lock mounted, a kubeconfig with its service account's token.
         Another node's kube-router (``name``) joins that node's network namespace
         (``network_mode``, ``container:NODE``) with its own xtables lock (``binds``)."""
-        mounts = {"/lib/modules": "/lib/modules:ro", "/run/xtables.lock": "/run/xtables.lock"}
         started = self.engine.start(
             self.image,
             flags,
             privileged=True,
             network_mode=network_mode,
-            binds={**mounts, **(binds or {})},
+            binds=kube_router_mounts(binds or {}),
             labels={**_LABEL, "io.github.kube-router-sctp.part": name},
             name=name,
             files={_KUBECONFIG: kubeconfig},
@@ -327,7 +336,7 @@ class Node:
             timeout=120,
             privileged=True,
             network_mode=network_mode,
-            binds={"/lib/modules": "/lib/modules:ro"},
+            volumes={"/lib/modules": "/lib/modules:ro"},  # run() passes these as the container's binds
             labels=_LABEL,
         ).output
 

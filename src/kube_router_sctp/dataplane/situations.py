@@ -334,7 +334,10 @@ class Situations:
         DSR pod a real container) and their objects; node B registered."""
         self.cluster = t.TwoNodes(self.node, self.kubeconfig, self.node.kube_router_help())
         self.two.stop()  # the base proof's kube-router, cleaned up before the network changes
-        self.evidence["scenario network"] = self.two.build(self.api_host)
+        try:
+            self.two.build(self.api_host)
+        finally:
+            self.evidence["scenario network"] = self.two.setup_said
         # What the failover and multi-homing times depend on: this kernel's SCTP conntrack timeouts.
         self.evidence["SCTP conntrack timeouts (node A)"] = self.two.sh_in(
             t.NODE_A, "sh", "-c", "grep -H . /proc/sys/net/netfilter/nf_conntrack_sctp_timeout_*"

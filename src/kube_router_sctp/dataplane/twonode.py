@@ -116,6 +116,7 @@ class TwoNodes:
     kube_routers: dict[str, str] = field(default_factory=dict)  # namespace -> container
     profile: str = ""
     logs: dict[str, str] = field(default_factory=dict)  # "node (profile)" -> the end of its kube-router's log
+    setup_said: str = ""  # what scenario-net.sh printed (its commands, under set -x)
 
     def build(self, api_host: str) -> str:
         """Node B's container, the LAN, the second path and the routes; the helpers and
@@ -125,10 +126,13 @@ class TwoNodes:
         self.node_b, pid = self.node.start_container(NODE_B_CONTAINER, network_mode="none", privileged=True)
         script = guestscripts.render("scenario-net.sh", **network_values(pid, api_host))
         result = self.node.sh(script)
+        self.setup_said = result.output
         if result.code != 0:
+            lines = result.output.strip().splitlines()
+            ran = [line[2:] for line in lines if line.startswith("+ ")][-1:]  # the script runs under set -x
             raise DataplaneError(
-                f"setting up the scenarios' two nodes failed: {result.output.strip().splitlines()[-1:]}",
-                "see the node set-up evidence in the results",
+                f"setting up the scenarios' two nodes failed at `{' '.join(ran)}`: {' '.join(lines[-1:])}",
+                'see "scenario network" in the results',
             )
         return result.output
 

@@ -17,6 +17,8 @@ sc_pod() { # sc_pod NS IPv4 IPv6|- NAME PORT...: a pod on node A's bridge servin
     shift 4
     # a pod that is a real container arrives with its namespace attached already
     [ -e "/run/netns/$ns" ] || ip netns add "$ns"
+    # ...with IPv6 off, as Docker leaves a container it gave no IPv6 network
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0
     ip link add "veth-$ns" type veth peer name eth0 netns "$ns"
     ip link set "veth-$ns" master kube-bridge up
     ip -n "$ns" addr add "$ip4/24" dev eth0
@@ -68,7 +70,7 @@ sc_capture_start() { # sc_capture_start NS NAME FILTER...: tcpdump -i any into a
     rm -f "$KRS/cap-$name.pcap" "$KRS/cap-$name.pid"
     # exec keeps the pid the pid file names: the capture is stopped by that pid alone.
     # shellcheck disable=SC2016 # expanded by the inner shell, from its arguments
-    ip netns exec "$ns" setsid -f sh -c 'echo $$ >"$0"; exec tcpdump -i any -U -s 256 -c 8000 -w "$1" "$2"' \
+    in_ns "$ns" setsid -f sh -c 'echo $$ >"$0"; exec tcpdump -i any -U -s 256 -c 8000 -w "$1" "$2"' \
         "$KRS/cap-$name.pid" "$KRS/cap-$name.pcap" "$*" </dev/null >"$KRS/cap-$name.log" 2>&1
     for _ in 1 2 3 4 5 6 7 8 9 10; do
         grep -q "listening on" "$KRS/cap-$name.log" 2>/dev/null && return 0

@@ -14,7 +14,7 @@
 # Routes are what a provisioner (or kube-router's BGP, in the router profile) would give:
 # each node reaches the other's pod range through it; node B reaches the API server
 # (10.0.2.2, QEMU's name for the host) through node A, which masquerades it.
-set -eu
+set -eux
 # Values filled in by the harness (kube_router_sctp.guestscripts.render).
 NODE_B_PID=@NODE_B_PID@
 NODE_A_IP=@NODE_A_IP@
@@ -49,10 +49,17 @@ ip netns exec lan sysctl -qw net.bridge.bridge-nf-call-ip6tables=0 2>/dev/null |
 
 mkdir -p /run/netns
 ip netns attach node-b "$NODE_B_PID"
+# Docker turns IPv6 off in the namespaces of containers it did not give IPv6 to; a
+# node has it (interfaces made later inherit "default").
+ip netns exec node-b sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0
 
 plug() { # plug NS IFNAME PORTNAME: a veth from NS (IFNAME) to the LAN's switch
-    ip link add "$3" type veth peer name "$2"
-    if [ "$1" != node ]; then ip link set "$2" netns "$1"; fi
+    # The NS end is made in NS: node A's own eth0 (the VM's uplink) would clash with it.
+    if [ "$1" = node ]; then
+        ip link add "$3" type veth peer name "$2"
+    else
+        ip link add "$3" type veth peer name "$2" netns "$1"
+    fi
     ip link set "$3" netns lan
     ip -n lan link set "$3" master br0 up
 }
