@@ -20,8 +20,10 @@ Any other result fails the run (exit status of DataplaneError).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -226,23 +228,66 @@ def _verify_all(
     for spec in dict.fromkeys(settings.smoke_kernels or ("debian",)):
         kernel = resolve(spec, settings.smoke_modules, cache, mirror=settings.mirrors.debian)
         for template in planned:
-            run = dataclasses.replace(template, kernel=f"{kernel.version} ({spec}; QEMU, TCG)", booted=kernel.record())
-            run.flags, run.outcomes, run.evidence, run.timings = [], [], {}, {}
-            run.control_plane, run.services, run.skipped = {}, [], []
-            run.scenarios = selected if run.role == "candidate" else []
-            run.situations = []
-            run.manifests = log.clean(str(manifests)) if manifests else "the 2019 report's sctp-service.yaml"
-            runs.append(run)
-            try:
-                with log.step("verify", f"{run.role} {run.image} (kube-router {run.kube_router_version}) on {spec}"):
-                    run_one(run, builder, kernel, cache, settings.mirrors.debian, binaries, source)
-            except (DataplaneError, VMError, KernelUnsupportedError) as exc:
-                # The node never got as far as the checks (boot, image copy, control plane,
-                # a kernel that lacks what the node needs): say so in the results and go on
-                # with the next image or kernel, whose verdict stands on its own.
-                run.error = exc.one_line()
-                log.error(f"{run.role} run stopped: {run.error}")
+            where = _Where(settings, builder, cache, binaries, source, kernel, spec, manifests)
+            runs.append(_once_more_after_a_panic(functools.partial(_attempt, template, where, selected)))
     return runs
+
+
+@dataclass(frozen=True)
+class _Where:
+    """What every run of one kernel shares."""
+
+    settings: Settings
+    builder: Engine
+    cache: Cache
+    binaries: cpbuild.Binaries
+    source: Path  # the manifests, as read
+    kernel: KernelFiles
+    spec: str
+    manifests: Path | None  # as the user named them
+
+
+def _attempt(template: Run, where: _Where, selected: list[str]) -> Run:
+    """One run of ``template``'s image on a fresh node: its record, with ``error`` set if
+    the node never got as far as a verdict."""
+    run = dataclasses.replace(
+        template, kernel=f"{where.kernel.version} ({where.spec}; QEMU, TCG)", booted=where.kernel.record()
+    )
+    run.flags, run.outcomes, run.evidence, run.timings = [], [], {}, {}
+    run.control_plane, run.services, run.skipped = {}, [], []
+    run.scenarios = selected if run.role == "candidate" else []
+    run.situations = []
+    run.manifests = log.clean(str(where.manifests)) if where.manifests else "the 2019 report's sctp-service.yaml"
+    title = f"{run.role} {run.image} (kube-router {run.kube_router_version}) on {where.spec}"
+    try:
+        with log.step("verify", title):
+            mirror = where.settings.mirrors.debian
+            run_one(run, where.builder, where.kernel, where.cache, mirror, where.binaries, where.source)
+    except (DataplaneError, VMError, KernelUnsupportedError) as exc:
+        # The node never got as far as the checks (boot, image copy, control plane, a
+        # kernel that lacks what the node needs): say so in the results and go on with the
+        # next image or kernel, whose verdict stands on its own.
+        run.error = exc.one_line()
+        log.error(f"{run.role} run stopped: {run.error}")
+    return run
+
+
+PANIC = "Kernel panic - not syncing"
+
+
+def _once_more_after_a_panic(attempt: Callable[[], Run]) -> Run:
+    """One run; repeated once on a fresh node when the node's kernel panicked before the
+    run had a verdict (seen under TCG: an int3 Oops in the page allocator of 6.12 with two
+    vCPUs, in a run whose images were fine). A second panic stands; the first console is
+    kept in the results either way."""
+    run = attempt()
+    console = run.evidence.get("guest console (end)", "")
+    if not (run.error and PANIC in console):
+        return run
+    log.warn(f"{run.role}: the node's kernel panicked ({run.error}); booting a fresh node once more")
+    again = attempt()
+    again.evidence["the first node's kernel panic (the run was repeated once)"] = console
+    return again
 
 
 def _planned(builder: Engine, image: str, role: str, version: str | None) -> Run:

@@ -303,6 +303,7 @@ class Node:
         name: str = "kube-router",
         network_mode: str = "host",
         binds: dict[str, str] | None = None,
+        environment: dict[str, str] | None = None,
     ) -> str:
         """kube-router as its DaemonSet runs it: privileged, host network, the node's
         modules and xtables lock mounted, a kubeconfig with its service account's token.
@@ -314,6 +315,7 @@ class Node:
             privileged=True,
             network_mode=network_mode,
             binds=kube_router_mounts(binds or {}),
+            environment=environment,
             labels={**_LABEL, "io.github.kube-router-sctp.part": name},
             name=name,
             files={_KUBECONFIG: kubeconfig},

@@ -534,7 +534,9 @@ class Situations:
             result.evidence[f"{ns}: nat POSTROUTING"] = self.two.iptables(ns, "-t", "nat", "-S", "POSTROUTING")
 
         start = time.monotonic()
-        talk = self.talk_port(t.EXT, w.NODE_IP, 30510, "local-a")
+        with self.capture(result, t.NODE_A, "local-a"):  # which chunks reached the pod, and which came back
+            talk = self.talk_port(t.EXT, w.NODE_IP, 30510, "local-a")
+        self.snapshot(result, "after the association to the Local NodePort", t.NODE_A)
         self.decide(result, "local-on-endpoint-node", talk.pod == a.ip, start, _said(talk))
         seen = talk.fields().get("from", "")
         self.decide(result, "client-address-kept", seen == w.CLIENT_IP, start, f"the pod saw {seen or 'nothing'}")

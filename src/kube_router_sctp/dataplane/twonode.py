@@ -147,13 +147,20 @@ class TwoNodes:
         # DSR finds a pod's process through the node's Docker (v0.3.2, and v2.x for
         # docker:// container IDs): the socket is mounted as a DaemonSet mounts it.
         docker = {"/var/run/docker.sock": "/var/run/docker.sock"}
-        self.kube_routers[NODE_A] = self.node.start_kube_router(flags[NODE_A], self.kubeconfig, binds=docker)
+        # v2.x's Docker client asks for its own API version (FromEnv, no negotiation:
+        # v2.7.1 linux_networking.go:730) and the node's Docker 20.10 refuses anything above
+        # 1.41, so DSR fails until the DaemonSet sets DOCKER_API_VERSION to the node's.
+        env = {"DOCKER_API_VERSION": str(self.node.engine.version().get("ApiVersion", ""))}
+        self.kube_routers[NODE_A] = self.node.start_kube_router(
+            flags[NODE_A], self.kubeconfig, binds=docker, environment=env
+        )
         self.kube_routers[NODE_B] = self.node.start_kube_router(
             flags[NODE_B],
             self.kubeconfig,
             name=KUBE_ROUTER_B,
             network_mode=f"container:{self.node_b}",
             binds={**docker, f"{_KRS}/node-b.xtables.lock": "/run/xtables.lock"},
+            environment=env,
         )
         self.profile = profile
         if cleanup:
