@@ -9,7 +9,7 @@ For each release: the patched image passes all nine cells and every extra check;
 negative control (the same release with only the series' compat patches) fails exactly
 the three SCTP cells. The v0.3.2 proof also reads an operator's own manifests
 (`--manifests`); the v2.7.1 proof also runs the scenarios of issue 15 that the wire has
-confirmed on that release (two nodes, affinity, load balancer, failover, IPv6). Both
+confirmed on that release (two nodes, affinity, load balancer, failover). Both
 images are built here through the pipeline CLI (cache hits after the first build), never
 assumed to be left over; so is the control plane (about ten minutes of compile the first
 time on a fresh machine, seconds after).
@@ -113,7 +113,7 @@ KERNELS = {"v0.3.2": "debian:trixie", "v2.7.1": "debian"}
 # The v2.7.1 proof also runs the scenarios of issue 15 whose every part the wire has
 # confirmed on this release (docs/dataplane.md, "Scenarios"); the rest, and the other
 # releases, are release-tier (tests/integration/test_scenarios.py).
-CI_SCENARIOS = ("two-nodes", "affinity", "loadbalancer", "failover", "ipv6")
+CI_SCENARIOS = ("two-nodes", "affinity", "loadbalancer", "failover")  # one kube-router profile: one restart
 # The v0.3.2 proof reads an operator's own manifests too (`verify --manifests DIR`): the
 # 2019 report's Service and a Service with two SCTP ports, target ports by name and number.
 USER_MANIFEST = """\

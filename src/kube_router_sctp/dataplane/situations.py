@@ -832,6 +832,8 @@ class Situations:
             talk = self.talk_port(ns, address, port, key)
             self.decide(result, key, talk.pod == a.ip, start, _said(talk))
         start = time.monotonic()
+        for ip in dual["spec"].get("clusterIPs", []):  # both families programmed before a word is sent
+            self.wait_ipvs(t.NODE_A, ip, PORT, {a.ip6 if ":" in ip else a.ip}, f"the dual-stack Service's {ip}")
         said = [self.talk_once(t.NODE_A, ip, "dual") for ip in dual["spec"].get("clusterIPs", [])]
         self.decide(
             result,
