@@ -47,9 +47,8 @@ from .cpio import open_initramfs
 from .kernel import KernelFiles, resolve
 from .qemu import Guest, Machine, free_port
 
-RECIPE_VERSION = (
-    5  # 5: procps (sysctl per namespace); 4: python3 for the scenarios' SCTP program; 3: modules on a disk of their own
-)
+# 5: procps (sysctl per namespace); 4: python3 for the scenarios' SCTP program; 3: modules on a disk of their own
+RECIPE_VERSION = 5
 MODULES_RECIPE = 1
 SUITE = "bookworm"
 PACKAGES = (
