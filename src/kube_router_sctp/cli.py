@@ -559,6 +559,14 @@ def check_patches_command(ctx: click.Context) -> None:
     type=click.Path(path_type=Path),
     help="Kubernetes YAML (a directory or a file) whose Services to prove (default: the 2019 report's).",
 )
+@click.option(
+    "--scenarios",
+    "scenarios",
+    multiple=True,
+    metavar="NAMES",
+    help="After the proof, these SCTP scenarios on two nodes (comma-separated, repeatable; 'all': every one"
+    " the release can run): two-nodes, local-traffic, affinity, loadbalancer, failover, multihoming, ipv6, dsr.",
+)
 @_handled
 def verify_command(ctx: click.Context) -> None:
     """Prove IMAGE forwards SCTP (and TCP, UDP) for ClusterIP, NodePort and ExternalIP.
@@ -575,7 +583,14 @@ def verify_command(ctx: click.Context) -> None:
     settings, _ = _settings(ctx)
     store = ctx.obj
     version = store.get("kube_router_version")  # only when given: else from the image's labels
-    runs = verify.verify(settings, store["image"], store.get("control_image"), version, store.get("manifests_path"))
+    runs = verify.verify(
+        settings,
+        store["image"],
+        store.get("control_image"),
+        version,
+        store.get("manifests_path"),
+        list(store.get("scenarios") or ()),
+    )
     log.out(verify.markdown(runs))
     ctx.obj["_report"].add("verify", {"runs": [run.record() for run in runs]})
     if store.get("results_path"):

@@ -120,6 +120,12 @@ class Container:
         with _calling(f"cannot inspect container {self.id[:12]}"):
             return bool(self._api.inspect_container(self.id)["State"].get("Running"))
 
+    def pid(self) -> int:
+        """The process id of the running container's first process, as the daemon's host
+        sees it (a network namespace to attach)."""
+        with _calling(f"cannot inspect container {self.id[:12]}"):
+            return int(self._api.inspect_container(self.id)["State"].get("Pid") or 0)
+
     def exec(self, command: list[str]) -> RunResult:
         """Run a command in the running container; its exit status and output."""
         with _calling(f"cannot exec in {self.id[:12]}", "check the container"):
@@ -523,6 +529,9 @@ class Engine:
 
     def put_file(self, container: str, path: str, text: str) -> None:
         self.container(container).put_file(path, text)
+
+    def pid(self, container: str) -> int:
+        return self.container(container).pid()
 
     def running(self, container: str) -> bool:
         return self.container(container).running()

@@ -7,9 +7,12 @@ it wires to the API server, as kwok does).
 
 For each release: the patched image passes all nine cells and every extra check; the
 negative control (the same release with only the series' compat patches) fails exactly
-the three SCTP cells. Both images are built here through the pipeline CLI (cache hits
-after the first build), never assumed to be left over; so is the control plane (about ten
-minutes of compile the first time on a fresh machine, seconds after).
+the three SCTP cells. The v0.3.2 proof also reads an operator's own manifests
+(`--manifests`); the v2.7.1 proof also runs the scenarios of issue 15 that the wire has
+confirmed on that release (two nodes, affinity, load balancer, failover). Both
+images are built here through the pipeline CLI (cache hits after the first build), never
+assumed to be left over; so is the control plane (about ten minutes of compile the first
+time on a fresh machine, seconds after).
 
 Needs qemu-system-x86_64, Debian's kernel package (apt, host mirror), a Docker daemon,
 etcd (etcd-server) and kubectl (kubernetes-client), root for the VM disk's first build,
@@ -28,6 +31,7 @@ import pytest
 
 from kube_router_sctp import config
 from tests.support import env
+from tests.support.scenarios import assert_every_part_as_expected, scenarios_of
 from tests.support.upstream import Upstream
 
 PROTOCOLS = {"SCTP", "TCP", "UDP"}
@@ -94,66 +98,24 @@ def build(version: str, upstream: Upstream, *, control: bool) -> str:
 
 
 def cells(run: dict[str, Any]) -> dict[tuple[str, str], bool]:
-    return {(o["address"], o["protocol"]): o["passed"] for o in run["outcomes"] if o["kind"] == "cell"}
+    """(address kind, protocol) -> whether it passed for every Service and port proved."""
+    found: dict[tuple[str, str], bool] = {}
+    for o in run["outcomes"]:
+        if o["kind"] == "cell":
+            key = (o["address"], o["protocol"])
+            found[key] = found.get(key, True) and bool(o["passed"])
+    return found
 
 
 # One proof runs on a kernel of another generation than Debian 12's 6.1 (trixie's 6.12):
 # the node boots whatever --kernel names, with that kernel's modules on a disk of their own.
 KERNELS = {"v0.3.2": "debian:trixie", "v2.7.1": "debian"}
-
-
-@pytest.mark.parametrize("version", ["v0.3.2", "v2.7.1"])
-@pytest.mark.vm
-@pytest.mark.docker
-@pytest.mark.upstream
-@pytest.mark.slow
-def test_patched_image_forwards_sctp_and_its_control_does_not(
-    version: str,
-    node_prerequisites: None,
-    control_plane: str,
-    tmp_path: Path,
-    record_property: pytest.RecordProperty,
-    upstream: Upstream,
-) -> None:
-    candidate = build(version, upstream, control=False)
-    control = build(version, upstream, control=True)
-    results = tmp_path / f"dataplane-{version}"
-    result = env.run_cli(
-        "verify", candidate, "--control", control, "--kernel", KERNELS[version], "--results", str(results), timeout=1800
-    )
-    data = json.loads(results.with_name(f"{results.name}.json").read_text())
-    assert result.returncode == 0, result.stderr[-5000:]
-    assert data["met"] is True and not data["failures"]
-    patched, unpatched = data["runs"]
-    for run in data["runs"]:
-        record_property(f"{run['role']}_seconds", run["timings"]["total"])
-        assert run["kube_router_version"] == version
-        assert run["booted"]["spec"] == KERNELS[version] and run["booted"]["packages"]
-        assert set(cells(run)) == {(a, p) for a in ADDRESSES for p in PROTOCOLS}
-
-        # a real API server of the pinned release served it, with RBAC and its ClusterRole
-        assert run["control_plane"]["kube-apiserver"] == control_plane, run["control_plane"]
-        requests = run["evidence"]["kube-router's API requests (audit log: verb, path, status, count)"]
-        assert " 403 " not in requests and "watch  /api/v1/services 200" in requests, requests
-        slices = "watch  /apis/discovery.k8s.io/v1/endpointslices 200"
-        assert (slices in requests) == version.startswith("v2."), requests
-
-    # the candidate: every cell and every extra check
-    assert all(cells(patched).values()), cells(patched)
-    checks = {o["name"]: o["passed"] for o in patched["outcomes"] if o["kind"] == "check"}
-    assert all(checks.values()), checks
-    assert len(checks) >= 7, checks
-
-    # the control: exactly the SCTP cells fail
-    failed = {cell for cell, passed in cells(unpatched).items() if not passed}
-    assert failed == {(a, "SCTP") for a in ADDRESSES}, cells(unpatched)
-
-    # the table on stdout and the markdown say the same
-    markdown = results.with_name(f"{results.name}.md").read_text()
-    assert "| ExternalIP 10.120.10.120 | external host | pass" in markdown
-    assert "| ExternalIP 10.120.10.120 | external host | fail" in result.stdout
-
-
+# The v2.7.1 proof also runs the scenarios of issue 15 whose every part the wire has
+# confirmed on this release (docs/dataplane.md, "Scenarios"); the rest, and the other
+# releases, are release-tier (tests/integration/test_scenarios.py).
+CI_SCENARIOS = ("two-nodes", "affinity", "loadbalancer", "failover")  # one kube-router profile: one restart
+# The v0.3.2 proof reads an operator's own manifests too (`verify --manifests DIR`): the
+# 2019 report's Service and a Service with two SCTP ports, target ports by name and number.
 USER_MANIFEST = """\
 # An operator's Service: two SCTP ports (Diameter and S1AP-like), target ports by name
 # and number, node ports left to the API server to allocate, no external IP.
@@ -183,36 +145,104 @@ spec:
 """
 
 
-@pytest.mark.vm
-@pytest.mark.docker
-@pytest.mark.upstream
-@pytest.mark.slow
-def test_verify_proves_an_operators_own_services(
-    node_prerequisites: None, control_plane: str, tmp_path: Path, upstream: Upstream
-) -> None:
-    """``verify --manifests DIR``: the 2019 report's Service and an operator's Service with
-    two SCTP ports, each port proved through every address its Service has."""
+def extra_args(version: str, tmp_path: Path) -> list[str]:
+    """What each release's proof adds to `verify`: v2.7.1 the scenarios, v0.3.2 the
+    operator's manifests."""
+    if version == "v2.7.1":
+        return ["--scenarios", ",".join(CI_SCENARIOS)]
     from kube_router_sctp.verify import default_manifests
 
-    candidate = build("v0.3.2", upstream, control=False)
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     shutil.copy(default_manifests() / "sctp-service.yaml", manifests / "sctp-service.yaml")
     (manifests / "diameter.yaml").write_text(USER_MANIFEST)
-    results = tmp_path / "own"
-    result = env.run_cli("verify", candidate, "--manifests", str(manifests), "--results", str(results), timeout=1800)
-    data = json.loads(results.with_name("own.json").read_text())
+    return ["--manifests", str(manifests)]
+
+
+@pytest.mark.parametrize("version", ["v0.3.2", "v2.7.1"])
+@pytest.mark.timeout(3300)  # v2.7.1's scenarios add about 8 minutes to its proof
+@pytest.mark.vm
+@pytest.mark.docker
+@pytest.mark.upstream
+@pytest.mark.slow
+def test_patched_image_forwards_sctp_and_its_control_does_not(
+    version: str,
+    node_prerequisites: None,
+    control_plane: str,
+    tmp_path: Path,
+    record_property: pytest.RecordProperty,
+    upstream: Upstream,
+) -> None:
+    candidate = build(version, upstream, control=False)
+    control = build(version, upstream, control=True)
+    results = tmp_path / f"dataplane-{version}"
+    extra = extra_args(version, tmp_path)
+    result = env.run_cli(
+        "verify", candidate, "--control", control, "--kernel", KERNELS[version], *extra, "--results", str(results),
+        timeout=2700,
+    )  # fmt: skip
+    data = json.loads(results.with_name(f"{results.name}.json").read_text())
     assert result.returncode == 0, result.stderr[-5000:]
-    (run,) = data["runs"]
+    assert data["met"] is True and not data["failures"]
+    patched, unpatched = data["runs"]
+    for run in data["runs"]:
+        record_property(f"{run['role']}_seconds", run["timings"]["total"])
+        assert run["kube_router_version"] == version
+        assert run["booted"]["spec"] == KERNELS[version] and run["booted"]["packages"]
+        assert set(cells(run)) == {(a, p) for a in ADDRESSES for p in PROTOCOLS}
+
+        # a real API server of the pinned release served it, with RBAC and its ClusterRole
+        assert run["control_plane"]["kube-apiserver"] == control_plane, run["control_plane"]
+        requests = run["evidence"]["kube-router's API requests (audit log: verb, path, status, count)"]
+        assert " 403 " not in requests and "watch  /api/v1/services 200" in requests, requests
+        slices = "watch  /apis/discovery.k8s.io/v1/endpointslices 200"
+        assert (slices in requests) == version.startswith("v2."), requests
+
+    # the candidate: every cell and every extra check
+    assert all(cells(patched).values()), cells(patched)
+    assert all(o["passed"] for o in patched["outcomes"]), [o for o in patched["outcomes"] if not o["passed"]]
+    checks = {o["name"]: o["passed"] for o in patched["outcomes"] if o["kind"] == "check"}
+    assert all(checks.values()), checks
+    assert len(checks) >= 7, checks
+
+    # the control: exactly the SCTP cells fail
+    failed = {cell for cell, passed in cells(unpatched).items() if not passed}
+    assert failed == {(a, "SCTP") for a in ADDRESSES}, cells(unpatched)
+
+    # the table on stdout and the markdown say the same
+    markdown = results.with_name(f"{results.name}.md").read_text()
+    assert "| ExternalIP 10.120.10.120 | external host | pass" in markdown
+    assert "| ExternalIP 10.120.10.120 | external host | fail" in result.stdout
+
+    if version == "v0.3.2":
+        assert_operators_services_proved(patched, markdown)
+    else:
+        assert_scenarios(patched, unpatched)
+
+
+def assert_operators_services_proved(run: dict[str, Any], markdown: str) -> None:
+    """`--manifests`: the operator's Service with two SCTP ports, each port proved through
+    every address its Service has, beside the 2019 report's."""
     assert run["services"] == ["default/sctp-expserver", "telecom/diameter"], run["services"]
     proved = {(o["service"], o["port"], o["protocol"], o["address"]) for o in run["outcomes"] if o["kind"] == "cell"}
     assert {(s, p, pr, a) for (s, p, pr, a) in proved if s == "telecom/diameter"} == {
         ("telecom/diameter", port, "SCTP", kind) for port in (3868, 36412) for kind in ("ClusterIP", "NodePort")
     }
     assert len(proved) == 9 + 4, proved
-    assert all(o["passed"] for o in run["outcomes"]), [o for o in run["outcomes"] if not o["passed"]]
-    markdown = results.with_name("own.md").read_text()
     assert "Service `telecom/diameter`:" in markdown and "| 3868/SCTP | 36412/SCTP |" in markdown
+
+
+def assert_scenarios(patched: dict[str, Any], control: dict[str, Any]) -> None:
+    """The scenarios ran on the candidate only, every part as the catalogue expects, and
+    the times that matter to an operator are published."""
+    assert not control["scenarios"]
+    found = scenarios_of(patched)
+    assert_every_part_as_expected(found, CI_SCENARIOS)
+    failover = {p["part"]: p for p in found["failover"]["parts"]}
+    assert failover["deleted-new-association"]["measures"]["new_association"] >= 0
+    assert failover["deleted-same-port-reconnect"]["measures"]["same_port_reconnect"] >= 0
+    # node B is a node of its own: its own kube-router programmed its own IPVS table
+    assert "10.101.50.118:30500" in found["two-nodes"]["evidence"]["node-b: before"]
 
 
 @pytest.mark.docker

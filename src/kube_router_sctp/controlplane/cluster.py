@@ -120,6 +120,7 @@ class ControlPlane:
     workdir: Path
     guest_address: str  # how the node VM reaches the host's loopback (slirp: 10.0.2.2)
     audited_users: Sequence[str] = ()  # whose requests the audit log records
+    service_cidr: str = SERVICE_CIDR  # one range, or "IPv4,IPv6" for dual-stack scenarios
     processes: list[Process] = field(default_factory=list)
     api_port: int = 0
     admin_token: str = ""
@@ -249,7 +250,7 @@ class ControlPlane:
                     f"--token-auth-file={tokens}",
                     "--authorization-mode=Node,RBAC",
                     "--enable-admission-plugins=NodeRestriction",
-                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    f"--service-cluster-ip-range={self.service_cidr}",
                     f"--service-account-key-file={self.pki.sa_public}",
                     f"--service-account-signing-key-file={self.pki.sa_private}",
                     "--service-account-issuer=https://kubernetes.default.svc",

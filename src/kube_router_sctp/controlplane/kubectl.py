@@ -106,13 +106,19 @@ class Kubectl:
             args += ["-n", namespace]
         return bool(self.run(*args).strip())
 
-    def delete(self, resource: str, name: str, namespace: str | None = None, *, now: bool = False) -> None:
-        """Delete and return at once; ``now``: no grace period (what a kubelet confirms)."""
+    def delete(
+        self, resource: str, name: str, namespace: str | None = None, *, now: bool = False, grace: int | None = None
+    ) -> None:
+        """Delete and return at once; ``now``: no grace period (what a kubelet confirms);
+        ``grace``: this grace period (a pod bound to a node then stays, terminating, until
+        its kubelet confirms)."""
         args = ["delete", resource, name, "--ignore-not-found", "--wait=false"]
         if namespace is not None:
             args += ["-n", namespace]
         if now:
             args += ["--grace-period=0", "--force"]
+        elif grace is not None:
+            args += [f"--grace-period={grace}"]
         self.run(*args)
 
     # -- raw requests -------------------------------------------------------------------------

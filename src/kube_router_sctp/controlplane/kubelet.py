@@ -28,6 +28,8 @@ class PodSpec:
     labels: Mapping[str, str]
     ip: str
     ports: Sequence[tuple[str, int, str]]  # (name, containerPort, protocol)
+    ip6: str = ""  # a dual-stack pod's IPv6 address
+    container_id: str = ""  # "docker://ID" where the pod is a real container (DSR finds its process)
 
 
 def _now() -> str:
@@ -42,11 +44,15 @@ def _conditions(types: Sequence[str]) -> list[dict[str, str]]:
 class Kubelet:
     """The kubelet of one node, speaking to the API server through ``kubectl``."""
 
-    def __init__(self, kubectl: Kubectl, node_name: str, node_ip: str, pod_cidr: str) -> None:
+    def __init__(
+        self, kubectl: Kubectl, node_name: str, node_ip: str, pod_cidr: str, node_ip6: str = "", pod_cidr6: str = ""
+    ) -> None:
         self.kubectl = kubectl
         self.node_name = node_name
         self.node_ip = node_ip
         self.pod_cidr = pod_cidr
+        self.node_ip6 = node_ip6  # a dual-stack node's IPv6 InternalIP and pod range
+        self.pod_cidr6 = pod_cidr6
 
     def register(self, labels: Mapping[str, str] | None = None) -> None:
         """Create the Node, then post its status: addresses and Ready."""
@@ -57,7 +63,10 @@ class Kubelet:
                 "name": self.node_name,
                 "labels": {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux", **(labels or {})},
             },
-            "spec": {"podCIDR": self.pod_cidr, "podCIDRs": [self.pod_cidr]},
+            "spec": {
+                "podCIDR": self.pod_cidr,
+                "podCIDRs": [self.pod_cidr, *([self.pod_cidr6] if self.pod_cidr6 else [])],
+            },
         }
         self.kubectl.apply([node])
         current = self.kubectl.get("node", self.node_name)
@@ -65,6 +74,7 @@ class Kubelet:
             **current.get("status", {}),
             "addresses": [
                 {"type": "InternalIP", "address": self.node_ip},
+                *([{"type": "InternalIP", "address": self.node_ip6}] if self.node_ip6 else []),
                 {"type": "Hostname", "address": self.node_name},
             ],
             "conditions": [
@@ -103,26 +113,33 @@ class Kubelet:
             },
         }
 
-    def report_running(self, pod: PodSpec) -> None:
+    def report_running(self, pod: PodSpec, ready: bool = True) -> None:
+        """Running at its IP(s); ``ready=False``: its readiness probe fails (still running)."""
         current = self.kubectl.get("pod", pod.name, pod.namespace)
         started = _now()
+        conditions = _conditions(("PodScheduled", "Initialized", "ContainersReady", "Ready"))
+        if not ready:
+            conditions = [
+                c if c["type"] in ("PodScheduled", "Initialized") else {**c, "status": "False"} for c in conditions
+            ]
         current["status"] = {
             "phase": "Running",
             "hostIP": self.node_ip,
-            "hostIPs": [{"ip": self.node_ip}],
+            "hostIPs": [{"ip": self.node_ip}, *([{"ip": self.node_ip6}] if self.node_ip6 else [])],
             "podIP": pod.ip,
-            "podIPs": [{"ip": pod.ip}],
+            "podIPs": [{"ip": pod.ip}, *([{"ip": pod.ip6}] if pod.ip6 else [])],
             "startTime": started,
-            "conditions": _conditions(("PodScheduled", "Initialized", "ContainersReady", "Ready")),
+            "conditions": conditions,
             "containerStatuses": [
                 {
                     "name": "echo",
-                    "ready": True,
+                    "ready": ready,
                     "started": True,
                     "restartCount": 0,
                     "image": "kube-router-sctp/echo:none",
                     "imageID": "",
                     "state": {"running": {"startedAt": started}},
+                    **({"containerID": pod.container_id} if pod.container_id else {}),
                 }
             ],
         }

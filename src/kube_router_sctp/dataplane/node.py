@@ -181,6 +181,16 @@ ip -br addr
 """
 
 
+def kube_router_mounts(binds: dict[str, str]) -> dict[str, str]:
+    """What a DaemonSet mounts into kube-router (the node's modules, read-only, and its
+    xtables lock), plus ``binds``; a bind of the caller's to the same place (node B's
+    own xtables lock) replaces the default, since Docker refuses two mounts at one path."""
+    defaults = {"/lib/modules": "/lib/modules:ro", "/run/xtables.lock": "/run/xtables.lock"}
+    taken = {target.split(":", 1)[0] for target in binds.values()}
+    kept = {host: target for host, target in defaults.items() if target.split(":", 1)[0] not in taken}
+    return {**kept, **binds}
+
+
 @dataclass(frozen=True)
 class Shell:
     """What a command in the guest printed, and its exit status."""
@@ -244,10 +254,11 @@ class Node:
         ]
         return self._exec(self.toolbox, command)
 
-    def in_kube_router(self, *command: str) -> Shell:
-        """Run a command in kube-router's container: its iptables sees the rule set in the
-        back end (legacy or nf_tables) that kube-router itself writes."""
-        return self._exec(self.kube_router, list(command))
+    def in_kube_router(self, *command: str, container: str = "") -> Shell:
+        """Run a command in kube-router's container (or another node's, ``container``):
+        its iptables sees the rule set in the back end (legacy or nf_tables) that
+        kube-router itself writes."""
+        return self._exec(container or self.kube_router, list(command))
 
     @_guarded("run a command in the node")
     def _exec(self, container: str, command: list[str]) -> Shell:
@@ -284,19 +295,67 @@ class Node:
         return self.engine.run(self.image, command, timeout=120, labels=_LABEL).output
 
     @_guarded("start kube-router")
-    def start_kube_router(self, flags: list[str], kubeconfig: str) -> None:
+    def start_kube_router(
+        self,
+        flags: list[str],
+        kubeconfig: str,
+        *,
+        name: str = "kube-router",
+        network_mode: str = "host",
+        binds: dict[str, str] | None = None,
+        environment: dict[str, str] | None = None,
+    ) -> str:
         """kube-router as its DaemonSet runs it: privileged, host network, the node's
-        modules and xtables lock mounted, a kubeconfig with its service account's token."""
-        self.kube_router = self.engine.start(
+        modules and xtables lock mounted, a kubeconfig with its service account's token.
+        Another node's kube-router (``name``) joins that node's network namespace
+        (``network_mode``, ``container:NODE``) with its own xtables lock (``binds``)."""
+        started = self.engine.start(
             self.image,
             flags,
             privileged=True,
-            network_mode="host",
-            binds={"/lib/modules": "/lib/modules:ro", "/run/xtables.lock": "/run/xtables.lock"},
-            labels={**_LABEL, "io.github.kube-router-sctp.part": "kube-router"},
-            name="kube-router",
+            network_mode=network_mode,
+            binds=kube_router_mounts(binds or {}),
+            environment=environment,
+            labels={**_LABEL, "io.github.kube-router-sctp.part": name},
+            name=name,
             files={_KUBECONFIG: kubeconfig},
         )
+        if name == "kube-router":
+            self.kube_router = started
+        return started
+
+    @_guarded("stop kube-router")
+    def stop_kube_router(self, container: str, network_mode: str = "host") -> str:
+        """Remove a kube-router container, then let the image's kube-router undo what it
+        set up in that network namespace (``--cleanup-config``: IPVS services, iptables
+        chains, ipsets), as an operator does before running it with other flags."""
+        self.engine.remove(container)
+        if container == self.kube_router:
+            self.kube_router = ""
+        return self.engine.run(
+            self.image,
+            ["--cleanup-config"],
+            timeout=120,
+            privileged=True,
+            network_mode=network_mode,
+            volumes={"/lib/modules": "/lib/modules:ro"},  # run() passes these as the container's binds
+            labels=_LABEL,
+        ).output
+
+    @_guarded("start a container on the node")
+    def start_container(self, name: str, network_mode: str = "none", privileged: bool = False) -> tuple[str, int]:
+        """A long-lived container of the image under test doing nothing but hold its
+        namespaces (a second node, a pod with a real container ID); its id and pid."""
+        started = self.engine.start(
+            self.image,
+            ["while :; do sleep 3600; done"],
+            entrypoint=["/bin/sh", "-c"],
+            privileged=privileged,
+            network_mode=network_mode,
+            labels={**_LABEL, "io.github.kube-router-sctp.part": name},
+            name=name,
+        )
+        return started, self.engine.pid(started)
 
     @_guarded("inspect kube-router's container")
     def kube_router_running(self) -> bool:

@@ -47,7 +47,8 @@ from .cpio import open_initramfs
 from .kernel import KernelFiles, resolve
 from .qemu import Guest, Machine, free_port
 
-RECIPE_VERSION = 3  # 3: no kernel on the system disk (modules travel on a disk of their own)
+# 5: procps (sysctl per namespace); 4: python3 for the scenarios' SCTP program; 3: modules on a disk of their own
+RECIPE_VERSION = 5
 MODULES_RECIPE = 1
 SUITE = "bookworm"
 PACKAGES = (
@@ -66,6 +67,10 @@ PACKAGES = (
     "socat",
     "ipvsadm",
     "tcpdump",
+    # The scenarios' multi-homed SCTP client and server (resources/guest/sctp-peer.py).
+    "python3",
+    # sysctl, for the per-namespace SCTP, IPv6 and IPVS settings of the scenarios.
+    "procps",
     # Foreign-architecture images (arm64) run under binfmt emulation, as on the build host.
     "qemu-user-static",
     "binfmt-support",

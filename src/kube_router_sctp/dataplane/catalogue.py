@@ -1,0 +1,353 @@
+"""The SCTP situations operators hit (issue 15), and what each release is expected to do
+in each, before anything is sent.
+
+A situation ("scenario" on the command line: ``verify --scenarios``) is a list of parts;
+each part is one question the wire answers (an association echoes, a pod sees the
+client's address, an association survives a failover). Each part's expected verdict for
+an image comes from that image's release, the series patches it carries (its labels) and
+the flags its ``kube-router --help`` lists, never from a run:
+
+- ``pass`` or ``fail``, with the reason and what it rests on: ``code`` (read in the
+  release's source or the series' patch, cited) or ``inference`` (reasoned from the code
+  and the kernel, not yet seen on a wire: a run that disagrees fails, and the table is
+  corrected with the run's evidence, never the other way round);
+- ``n/a``, with the reason the release has no such feature; the part is not run.
+
+The sources are cited as ``TAG:path:line`` of upstream kube-router, or the series' patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ..validate import semver_of
+
+Verdict = Literal["pass", "fail", "n/a"]
+Basis = Literal["code", "inference"]
+
+# Series patches the expectations turn on, by the words of their file names (the image's
+# patches label lists the files applied; the numbers differ between lines).
+PROTOCOL_PATCH = "create-and-recognise-sctp-ipvs-services"
+FLUSH_PATCH = "graceful-flush-sctp-conntrack"
+SLOPPY_DSR_PATCH = "dsr-maglev-sloppy-sctp"
+NATIVE_SINCE = (2, 8, 0)
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the expectations read about one image: its kube-router release, the series
+    patches applied (empty for native releases and for negative controls) and the flags
+    its ``--help`` lists."""
+
+    version: str
+    patches: tuple[str, ...] = ()
+    help_text: str = ""
+
+    @property
+    def _semver(self) -> tuple[int, int, int]:
+        v = semver_of(self.version)
+        return (v.major, v.minor, v.patch)
+
+    @property
+    def native(self) -> bool:
+        return self._semver >= NATIVE_SINCE
+
+    def has(self, patch_words: str) -> bool:
+        return any(patch_words in name for name in self.patches)
+
+    @property
+    def sctp(self) -> bool:
+        """kube-router creates SCTP virtual services: natively, or through the series."""
+        return self.native or self.has(PROTOCOL_PATCH)
+
+    @property
+    def flushes_sctp_conntrack(self) -> bool:
+        """Only the series flushes SCTP conntrack; upstream flushes UDP only (v2.9.0
+        network_service_graceful.go:53)."""
+        return self.has(FLUSH_PATCH)
+
+    @property
+    def sloppy_sctp_for_dsr(self) -> bool:
+        return self.has(SLOPPY_DSR_PATCH)
+
+    @property
+    def v2(self) -> bool:
+        return self._semver >= (2, 0, 0)
+
+    @property
+    def ipv6(self) -> bool:
+        """--enable-ipv6 (v2.x); v0.3.2 hard-codes AF_INET."""
+        return "--enable-ipv6" in self.help_text if self.help_text else self.v2
+
+    @property
+    def maglev(self) -> bool:
+        """The ``mh`` scheduler annotation: v2.x; v0.3.2 knows rr, lc, dh and sh only."""
+        return self.v2
+
+    @property
+    def strict_ip_validation(self) -> bool:
+        """v2.8.0+: external and LB IPs outside the configured ranges are dropped."""
+        if self.help_text:
+            return "--strict-external-ip-validation" in self.help_text
+        return self.native
+
+
+@dataclass(frozen=True)
+class Expectation:
+    verdict: Verdict
+    reason: str
+    basis: Basis = "code"
+
+    @property
+    def wanted(self) -> bool | None:
+        """What a part's ``passed`` must be; None for n/a (the part is not run)."""
+        return None if self.verdict == "n/a" else self.verdict == "pass"
+
+    def text(self) -> str:
+        if self.verdict == "pass" and not self.reason:
+            return "pass"
+        mark = "" if self.basis == "code" else " (inference: the wire decides)"
+        return f"{self.verdict}: {self.reason}{mark}"
+
+
+@dataclass(frozen=True)
+class Part:
+    key: str
+    question: str
+
+
+@dataclass(frozen=True)
+class Situation:
+    key: str  # the name --scenarios takes
+    number: int  # the issue's numbering
+    title: str
+    parts: tuple[Part, ...]
+    needs_two_nodes: bool = False
+
+
+SITUATIONS: tuple[Situation, ...] = (
+    Situation(
+        "two-nodes",
+        1,
+        "Two nodes: traffic entering node B reaches a pod on node A and back",
+        (
+            Part("nodeport-via-b", "an association to node B's NodePort echoes from the pod on node A"),
+            Part("externalip-via-b", "an association to the ExternalIP, routed to node B, echoes from node A's pod"),
+            Part("clusterip-from-b", "an association from node B to the ClusterIP echoes from node A's pod"),
+        ),
+        needs_two_nodes=True,
+    ),
+    Situation(
+        "local-traffic",
+        2,
+        "externalTrafficPolicy: Local (and Cluster for comparison)",
+        (
+            Part("local-on-endpoint-node", "Local: node A (local endpoint) answers on its NodePort"),
+            Part("client-address-kept", "Local: the pod sees the external client's own address"),
+            Part(
+                "local-not-forwarded", "Local: node B (no local endpoint) forwards nothing and has no virtual service"
+            ),
+            Part("cluster-via-b", "Cluster: node B forwards to node A's pod, which sees node B's address"),
+            Part("local-clusterip-on-b", "Local: the ClusterIP still works from node B (ETP is for external traffic)"),
+        ),
+        needs_two_nodes=True,
+    ),
+    Situation(
+        "affinity",
+        3,
+        "sessionAffinity: ClientIP with two endpoints",
+        (
+            Part("clientip-sticks", "ClientIP: ten new associations from one client all land on one pod"),
+            Part("none-spreads", "None: ten new associations reach both pods"),
+            Part("timeout-honoured", "ClientIP: IPVS persistence uses the Service's timeoutSeconds (600)"),
+        ),
+    ),
+    Situation(
+        "loadbalancer",
+        4,
+        "LoadBalancer: served on status.loadBalancer.ingress",
+        (Part("served-on-ingress-ip", "an association to the ingress IP echoes from the pod"),),
+    ),
+    Situation(
+        "failover",
+        5,
+        "Failover of an established association when its endpoint goes away",
+        (
+            Part("deleted-new-association", "pod A deleted: new associations reach pod B, never A (time measured)"),
+            Part("deleted-survivor-kept", "pod A deleted: an association already on pod B keeps exchanging messages"),
+            Part("deleted-same-port-reconnect", "pod A deleted: a client re-connecting from its fixed port reaches B"),
+            Part("not-ready-removed", "pod A not ready (still running): new associations reach pod B"),
+            Part("terminating-removed", "pod A terminating (still ready): new associations reach pod B"),
+        ),
+        needs_two_nodes=True,
+    ),
+    Situation(
+        "multihoming",
+        6,
+        "Multi-homing: a client with two addresses; the primary path is cut",
+        (
+            Part("clusterip-sloppy-off", "ClusterIP, sloppy_sctp=0: the association survives the cut"),
+            Part("clusterip-sloppy-on", "ClusterIP, sloppy_sctp=1: the association survives the cut"),
+            Part("externalip-sloppy-off", "ExternalIP, sloppy_sctp=0: the association survives the cut"),
+            Part("externalip-sloppy-on", "ExternalIP, sloppy_sctp=1: the association survives the cut"),
+        ),
+    ),
+    Situation(
+        "ipv6",
+        7,
+        "IPv6 and dual-stack",
+        (
+            Part("clusterip-v6", "an association to the IPv6 ClusterIP echoes"),
+            Part("nodeport-v6", "an association to the node's IPv6 address at the NodePort echoes"),
+            Part("externalip-v6", "an association to the IPv6 ExternalIP echoes"),
+            Part("dual-stack", "a dual-stack Service echoes on its IPv4 and its IPv6 ClusterIP"),
+        ),
+    ),
+    Situation(
+        "dsr",
+        8,
+        "DSR (kube-router.io/service.dsr=tunnel) with an SCTP port",
+        (
+            Part("dsr-echo", "an association to the DSR ExternalIP echoes, the reply leaving the pod from the VIP"),
+            Part("sloppy-sctp-set", "with the mh scheduler, net.ipv4.vs.sloppy_sctp is 1 on the directors"),
+            Part("director-switch-survives", "an association set up through node A's director survives a move to B's"),
+        ),
+        needs_two_nodes=True,
+    ),
+)
+BY_KEY = {s.key: s for s in SITUATIONS}
+
+# Reasons, each said once.
+_NO_SCTP = "kube-router creates no SCTP virtual services (no series protocol patch: an unpatched release)"
+_FLUSH_COLLATERAL = (
+    "the series' flush deletes every conntrack entry of the service address and port "
+    "(conntrack -D --orig-dst VIP -p sctp --dport PORT), the surviving pod's too; a DATA chunk creates no "
+    "new entry (nf_conntrack_proto_sctp sctp_new), so the survivor's chunks are INVALID and miss the SNAT"
+)
+_STALE_NAT = (
+    "no flush (upstream flushes UDP only, network_service_graceful.go:53): the old association's conntrack entry "
+    "keeps its SNAT binding to pod A, so the re-sent INIT from the same port is masqueraded as the old flow "
+    "and pod B's answer matches no entry"
+)
+_TERMINATING_KEPT = (
+    "v2.x keeps serving-but-terminating endpoints as full-weight destinations "
+    "(buildEndpointSliceInfo keeps serving || ready; v2.7.1:1030, v2.9.0:1050)"
+)
+_NO_SLOPPY = (
+    "IPVS creates a connection only for an INIT unless sloppy_sctp=1 (ip_vs_proto_sctp.c sctp_conn_schedule); "
+    "nothing on the path rewrites the INIT's address parameters, so chunks from the client's second address "
+    "find no IPVS connection and reach the node's own SCTP stack"
+)
+_SLOPPY = (
+    "with sloppy_sctp=1 the first chunk from the second address makes its own IPVS connection; "
+    "with one endpoint it reaches the same pod, which knows the address from the INIT"
+)
+
+
+def expectations(situation: Situation, release: Release) -> dict[str, Expectation]:
+    """Every part of ``situation`` for ``release``."""
+    if situation.key == "ipv6" and not release.ipv6:
+        why = "IPv4 only: AddressFamily AF_INET is hard-coded (v0.3.2:1030, :1912, :2003), no --enable-ipv6"
+        return {p.key: Expectation("n/a", why) for p in situation.parts}
+    if not release.sctp:
+        return {p.key: Expectation("fail", _NO_SCTP) for p in situation.parts}
+    return {p.key: _expect(situation.key, p.key, release) for p in situation.parts}
+
+
+def _expect(situation: str, part: str, r: Release) -> Expectation:
+    if situation == "local-traffic" and part == "local-clusterip-on-b" and not r.v2:
+        return Expectation(
+            "fail",
+            "v0.3.2 skips the whole service, ClusterIP included, on a node without a local endpoint "
+            "(network_services_controller.go:886-889, hasActiveEndpoints :821)",
+        )
+    if situation == "affinity" and part == "timeout-honoured" and not r.v2:
+        return Expectation(
+            "fail", "v0.3.2 hard-codes the persistence timeout to 10800 s (ipvsSetPersistence :1808-1819, 180*60)"
+        )
+    if situation == "failover":
+        return _failover(part, r)
+    if situation == "multihoming":
+        if part.endswith("sloppy-off"):
+            return Expectation("fail", _NO_SLOPPY, "inference")
+        return Expectation("pass", _SLOPPY, "inference")
+    if situation == "ipv6":
+        return Expectation("pass", "--enable-ipv6 with a dual-stack --service-cluster-ip-range", "inference")
+    if situation == "dsr":
+        return _dsr(part, r)
+    return Expectation("pass", "")
+
+
+def _failover(part: str, r: Release) -> Expectation:
+    if part == "deleted-survivor-kept":
+        if r.flushes_sctp_conntrack:
+            return Expectation("fail", _FLUSH_COLLATERAL, "inference")
+        return Expectation("pass", "no SCTP conntrack flush: the survivor's entries stay", "code")
+    if part == "deleted-same-port-reconnect":
+        if r.flushes_sctp_conntrack:
+            return Expectation("pass", "the series flushes the service's SCTP conntrack entries", "inference")
+        return Expectation("fail", _STALE_NAT, "inference")
+    if part == "terminating-removed" and r.v2:
+        return Expectation("fail", _TERMINATING_KEPT)
+    if part == "terminating-removed":
+        return Expectation(
+            "pass", "v0.3.2 reads v1 Endpoints, from which the controller drops terminating pods (:1487-1505)"
+        )
+    return Expectation("pass", "")
+
+
+def _dsr(part: str, r: Release) -> Expectation:
+    if part == "dsr-echo":
+        runtime = "Docker (client.NewEnvClient, v0.3.2:1240)" if not r.v2 else "docker:// through Docker (utils.go)"
+        return Expectation(
+            "pass", f"pods are Docker containers whose container ID kube-router resolves via {runtime}", "inference"
+        )
+    if not r.maglev:
+        return Expectation("n/a", "v0.3.2 has no mh (Maglev) scheduler annotation (only rr, lc, dh, sh; :1411-1420)")
+    if part == "sloppy-sctp-set":
+        if r.sloppy_sctp_for_dsr:
+            return Expectation("pass", "the series sets sloppy_sctp=1 for SCTP DSR services with mh (patch 0005)")
+        return Expectation("fail", "upstream sets only sloppy_tcp (setupSloppyTCP, v2.9.0:407)")
+    if r.sloppy_sctp_for_dsr:
+        return Expectation("pass", "node B's director picks the association up mid-life (sloppy_sctp=1)", "inference")
+    return Expectation(
+        "fail", "node B's director did not see the INIT and, without sloppy_sctp, schedules nothing", "inference"
+    )
+
+
+def select(names: Sequence[str] | None) -> list[Situation]:
+    """The situations ``--scenarios`` names (comma-separated entries allowed, ``all``),
+    in the issue's order; an unknown name is a ValueError naming the known ones."""
+    if not names:
+        return []
+    wanted: list[str] = []
+    for entry in names:
+        wanted += [n.strip() for n in entry.split(",") if n.strip()]
+    if "all" in wanted:
+        return list(SITUATIONS)
+    unknown = [n for n in wanted if n not in BY_KEY]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: all, {', '.join(BY_KEY)}")
+    return [s for s in SITUATIONS if s.key in wanted]
+
+
+def applicable(situations: Sequence[Situation], release: Release) -> list[Situation]:
+    """The situations with at least one part the release can run (``all`` means these)."""
+    return [s for s in situations if any(e.verdict != "n/a" for e in expectations(s, release).values())]
+
+
+def summary(situation: Situation, release: Release) -> Expectation:
+    """The situation's expected verdict as one: n/a when every part is, pass when every
+    part that runs must pass, else fail with the failing parts' reasons."""
+    found = expectations(situation, release)
+    if all(e.verdict == "n/a" for e in found.values()):
+        return next(iter(found.values()))
+    failing = {k: e for k, e in found.items() if e.verdict == "fail"}
+    if not failing:
+        inferred = any(e.basis == "inference" for e in found.values() if e.verdict == "pass")
+        return Expectation("pass", "", "inference" if inferred else "code")
+    basis: Basis = "inference" if any(e.basis == "inference" for e in failing.values()) else "code"
+    reasons = "; ".join(f"{k}: {e.reason}" for k, e in failing.items())
+    return Expectation("fail", reasons, basis)
