@@ -92,7 +92,8 @@ def test_v032_differs_where_its_code_does() -> None:
     assert verdicts("local-traffic", V271)["local-clusterip-on-b"] == "pass"
     assert verdicts("affinity", V032)["timeout-honoured"] == "fail"
     assert verdicts("affinity", V290)["timeout-honoured"] == "pass"
-    assert set(verdicts("multihoming", V032).values()) == {"pass", "fail"}
+    # through IPVS NAT a multi-homed association dies with the path, whatever sloppy_sctp says (the wire, v2.7.1)
+    assert set(verdicts("multihoming", V032).values()) == {"fail"}
 
 
 def test_an_unpatched_release_fails_everything_it_could_run() -> None:

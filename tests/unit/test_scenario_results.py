@@ -113,7 +113,7 @@ def test_a_run_with_scenarios_reports_them_in_its_verdict_tables_and_json(tmp_pa
     run.situations.append(_result("multihoming", V271, {"clusterip-sloppy-off": True, "clusterip-sloppy-on": True}))
     problems = failures([run])
     assert "candidate img: scenario multihoming/clusterip-sloppy-off: pass, expected fail" in problems
-    assert "candidate img: scenario multihoming/externalip-sloppy-on: not run, expected pass" in problems
+    assert "candidate img: scenario multihoming/externalip-sloppy-on: not run, expected fail" in problems
     text = markdown_run(run)
     assert "| 1. Two nodes: traffic entering node B reaches a pod on node A and back | pass | pass | 30 s |" in text
     assert "| multihoming / clusterip-sloppy-off | **PASS** | fail: IPVS creates a connection" in text
