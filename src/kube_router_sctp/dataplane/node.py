@@ -304,6 +304,7 @@ class Node:
         network_mode: str = "host",
         binds: dict[str, str] | None = None,
         environment: dict[str, str] | None = None,
+        pid_mode: str | None = None,
     ) -> str:
         """kube-router as its DaemonSet runs it: privileged, host network, the node's
         modules and xtables lock mounted, a kubeconfig with its service account's token.
@@ -316,6 +317,7 @@ class Node:
             network_mode=network_mode,
             binds=kube_router_mounts(binds or {}),
             environment=environment,
+            pid_mode=pid_mode,
             labels={**_LABEL, "io.github.kube-router-sctp.part": name},
             name=name,
             files={_KUBECONFIG: kubeconfig},

@@ -151,8 +151,10 @@ class TwoNodes:
         # v2.7.1 linux_networking.go:730) and the node's Docker 20.10 refuses anything above
         # 1.41, so DSR fails until the DaemonSet sets DOCKER_API_VERSION to the node's.
         env = {"DOCKER_API_VERSION": str(self.node.engine.version().get("ApiVersion", ""))}
+        # ...and DSR enters the pod's network namespace through /proc/PID/ns/net, so the
+        # DaemonSet runs in the host's PID namespace (hostPID: true, as upstream's do).
         self.kube_routers[NODE_A] = self.node.start_kube_router(
-            flags[NODE_A], self.kubeconfig, binds=docker, environment=env
+            flags[NODE_A], self.kubeconfig, binds=docker, environment=env, pid_mode="host"
         )
         self.kube_routers[NODE_B] = self.node.start_kube_router(
             flags[NODE_B],
@@ -161,6 +163,7 @@ class TwoNodes:
             network_mode=f"container:{self.node_b}",
             binds={**docker, f"{_KRS}/node-b.xtables.lock": "/run/xtables.lock"},
             environment=env,
+            pid_mode="host",
         )
         self.profile = profile
         if cleanup:
