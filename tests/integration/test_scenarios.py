@@ -49,14 +49,17 @@ def only_run(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 NODE = ("node_prerequisites", "control_plane")
+# Every test here: release-tier (deselected by default), on a node VM against the control plane.
+pytestmark = [
+    pytest.mark.release_tier,
+    pytest.mark.usefixtures(*NODE),
+    pytest.mark.vm,
+    pytest.mark.docker,
+    pytest.mark.upstream,
+    pytest.mark.slow,
+]
 
 
-@pytest.mark.release_tier
-@pytest.mark.usefixtures(*NODE)
-@pytest.mark.vm
-@pytest.mark.docker
-@pytest.mark.upstream
-@pytest.mark.slow
 def test_every_scenario_on_the_newest_patched_line(tmp_path: Path, upstream: Upstream) -> None:
     candidate = build("v2.7.1", upstream, control=False)
     code, data, said = run_scenarios(candidate, tmp_path, "scenarios-v2.7.1")
@@ -76,13 +79,7 @@ def test_every_scenario_on_the_newest_patched_line(tmp_path: Path, upstream: Ups
 WITHOUT_IPV6 = (*SCENARIOS[:6], "dsr")
 
 
-@pytest.mark.release_tier
 @pytest.mark.parametrize(("version", "expected_scenarios"), [("v0.3.2", WITHOUT_IPV6), ("v2.9.0", SCENARIOS)])
-@pytest.mark.usefixtures(*NODE)
-@pytest.mark.vm
-@pytest.mark.docker
-@pytest.mark.upstream
-@pytest.mark.slow
 def test_every_scenario_on_another_release(
     version: str, expected_scenarios: tuple[str, ...], tmp_path: Path, upstream: Upstream
 ) -> None:
@@ -112,12 +109,6 @@ def build_without_the_flush(version: str, upstream: Upstream, tmp_path: Path) ->
     return result.stdout.split()[0]
 
 
-@pytest.mark.release_tier
-@pytest.mark.usefixtures(*NODE)
-@pytest.mark.vm
-@pytest.mark.docker
-@pytest.mark.upstream
-@pytest.mark.slow
 def test_failover_depends_on_the_series_conntrack_flush(tmp_path: Path, upstream: Upstream) -> None:
     """The negative control: the same release without the flush patch. Its expectations
     come from its own patches label, so both runs are judged by what they carry."""
