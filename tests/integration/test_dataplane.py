@@ -113,7 +113,8 @@ KERNELS = {"v0.3.2": "debian:trixie", "v2.7.1": "debian"}
 # The v2.7.1 proof also runs the scenarios of issue 15 whose every part the wire has
 # confirmed on this release (docs/dataplane.md, "Scenarios"); the rest, and the other
 # releases, are release-tier (tests/integration/test_scenarios.py).
-CI_SCENARIOS = ("two-nodes", "affinity", "loadbalancer", "failover")  # one kube-router profile: one restart
+# loadbalancer left CI after one refused first association in the CI run of c1c55a9 (docs/dataplane.md, Cost).
+CI_SCENARIOS = ("two-nodes", "affinity", "failover")  # one kube-router profile: one restart
 # The v0.3.2 proof reads an operator's own manifests too (`verify --manifests DIR`): the
 # 2019 report's Service and a Service with two SCTP ports, target ports by name and number.
 USER_MANIFEST = """\

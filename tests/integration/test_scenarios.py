@@ -7,8 +7,9 @@ associations from the project's own client and server; only the kubelet is absen
 
 All of these carry the ``release_tier`` marker, deselected by default (``pytest -m
 release_tier tests/integration/test_scenarios.py``): every scenario on v2.7.1, v0.3.2 and
-v2.9.0 (native SCTP, the upstream anchor), and the failover's negative control (v2.7.1
-built without the series' conntrack flush). CI runs the scenarios of v2.7.1 whose every
+v2.9.0 (native SCTP, the upstream anchor), and two controls of v2.7.1 built without one
+series patch each: the DSR patch (sloppy_sctp, a part that depends on it) and the conntrack
+flush (on whose absence no part failed on the wire). CI runs the scenarios of v2.7.1 whose every
 part the wire has confirmed, inside the v2.7.1 dataplane proof
 (``tests/integration/test_dataplane.py``: no boot of its own). docs/dataplane.md
 ("Scenarios") holds the results of the runs so far and what the wire contradicted.
@@ -93,34 +94,50 @@ def test_every_scenario_on_another_release(
     assert code == 0, said
 
 
-def build_without_the_flush(version: str, upstream: Upstream, tmp_path: Path) -> str:
-    """The release built from a copy of the project whose series lacks the conntrack
-    flush patch, under an image name of its own (the candidate's tag stays the candidate's)."""
-    project = tmp_path / "project-no-flush"
+def build_without(patch_words: str, upstream: Upstream, tmp_path: Path) -> str:
+    """v2.7.1 built from a copy of the project whose series lacks the one patch named by
+    ``patch_words``, under an image name of its own (the candidate's tag stays the
+    candidate's). Its patches label then sets its expectations."""
+    project = tmp_path / f"project-without-{patch_words}"
     for part in ("patches", "images", "ipvsadm"):
         shutil.copytree(env.PROJECT / part, project / part)
     series = project / "patches" / "kube-router" / "v2.6-v2.7"
-    (flush,) = series.glob("*-graceful-flush-sctp-conntrack.patch")
-    flush.unlink()
-    args = ["build", "--kube-router-version", version, "--base-family", "debian", "--ipvsadm-version", "1.31"]
-    args += ["--image-name", "kube-router-noflush", "-q", *upstream.args(version)]
+    (dropped,) = series.glob(f"*-{patch_words}*.patch")
+    dropped.unlink()
+    args = ["build", "--kube-router-version", "v2.7.1", "--base-family", "debian", "--ipvsadm-version", "1.31"]
+    args += ["--image-name", f"kube-router-without-{patch_words}", "-q", *upstream.args("v2.7.1")]
     result = env.run_cli(*args, env={"KUBE_ROUTER_SCTP_PROJECT_DIR": str(project)}, timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.split()[0]
-
-
-def test_failover_depends_on_the_series_conntrack_flush(tmp_path: Path, upstream: Upstream) -> None:
-    """The negative control: the same release without the flush patch. Its expectations
-    come from its own patches label, so both runs are judged by what they carry."""
-    image = build_without_the_flush("v2.7.1", upstream, tmp_path)
+    image = result.stdout.split()[0]
     inspected = env.docker_engine().image(image)
     assert inspected is not None
     patches = inspected["Config"]["Labels"]["io.github.kube-router-sctp.patches"]
-    assert "graceful-flush-sctp-conntrack" not in patches and "create-and-recognise-sctp" in patches
+    assert patch_words not in patches and "create-and-recognise-sctp" in patches
+    return image
+
+
+def test_dsr_sloppy_sctp_depends_on_the_series_patch(tmp_path: Path, upstream: Upstream) -> None:
+    """The negative control of a scenario: without the series' DSR patch, sloppy_sctp stays 0
+    on both directors (as upstream, which sets sloppy_tcp only)."""
+    image = build_without("dsr-maglev-sloppy-sctp", upstream, tmp_path)
+    code, data, said = run_scenarios(image, tmp_path, "dsr-without-the-patch", "dsr")
+    found = only_run(data)
+    assert_every_part_as_expected(found, ("dsr",))
+    parts = {p["part"]: p for p in found["dsr"]["parts"]}
+    assert parts["sloppy-sctp-set"]["expected"] == "fail" and parts["sloppy-sctp-set"]["result"] == "fail"
+    assert code == 0, said
+    env.docker_engine().remove_image(image)
+
+
+def test_failover_without_the_series_flush(tmp_path: Path, upstream: Upstream) -> None:
+    """The flush's control: the same release without it. On this path the wire showed no
+    part depending on it (node B's ABORT closes the old entry, and conntrack takes a new
+    INIT on a closed entry), so both runs must meet the same expectations."""
+    image = build_without("graceful-flush-sctp-conntrack", upstream, tmp_path)
     code, data, said = run_scenarios(image, tmp_path, "failover-no-flush", "failover")
     found = only_run(data)
     assert_every_part_as_expected(found, ("failover",))
     parts = {p["part"]: p for p in found["failover"]["parts"]}
-    assert parts["deleted-same-port-reconnect"]["expected"] == "fail"
+    assert parts["deleted-survivor-kept"]["result"] == "pass"
     assert code == 0, said
     env.docker_engine().remove_image(image)

@@ -58,9 +58,9 @@ def test_labels_name_the_inputs() -> None:
     text = rendered(**{"build.base-family": "debian", "build.ipvsadm-version": "1.31"})
     assert '"org.opencontainers.image.revision"="4afd6d6d2ab9c94abc5985c30c56ca2605a70a3f"' in text
     assert '"io.github.kube-router-sctp.ipvsadm.version"="1.31"' in text
-    assert '"io.github.kube-router-sctp.patch-series"="v0.3 rev 1"' in text
+    assert '"io.github.kube-router-sctp.patch-series"="v0.3 rev 2"' in text
     assert "0003-proxy-create-and-recognise-sctp-ipvs-services.patch" in text
-    assert '"org.opencontainers.image.version"="v0.3.2-sctp.1-debian"' in text
+    assert '"org.opencontainers.image.version"="v0.3.2-sctp.2-debian"' in text
 
 
 def test_no_buildkit_only_syntax() -> None:

@@ -13,14 +13,14 @@ V032_PATCHES = (
     "0003-proxy-create-and-recognise-sctp-ipvs-services.patch",
     "0004-firewall-sctp-ipset-entries.patch",
     "0005-netpol-sctp-policy-ports.patch",
-    "0006-graceful-flush-sctp-conntrack.patch",
+    "0006-graceful-flush-sctp-conntrack-per-destination.patch",
     "0007-tests-sctp-unit-tests.patch",
 )
 V271_PATCHES = (
     "0001-proxy-create-and-recognise-sctp-ipvs-services.patch",
     "0002-firewall-sctp-ipset-entries.patch",
     "0003-netpol-sctp-node-port-rule.patch",
-    "0004-graceful-flush-sctp-conntrack.patch",
+    "0004-graceful-flush-sctp-conntrack-per-destination.patch",
     "0005-dsr-maglev-sloppy-sctp.patch",
     "0006-tests-sctp-unit-tests.patch",
 )
@@ -32,6 +32,8 @@ V271 = c.Release("v2.7.1", V271_PATCHES, V271_HELP)
 V290 = c.Release("v2.9.0", (), V290_HELP)
 V271_NO_FLUSH = c.Release("v2.7.1", tuple(p for p in V271_PATCHES if "conntrack" not in p), V271_HELP)
 V271_NOSCTP = c.Release("v2.7.1", (), V271_HELP)
+# An image of the series' revision 1, whose flush took the whole service (its patch's name).
+V271_REV1 = c.Release("v2.7.1", tuple(p.replace("-per-destination", "") for p in V271_PATCHES), V271_HELP)
 
 
 def verdicts(situation: str, release: c.Release) -> dict[str, str]:
@@ -72,13 +74,24 @@ def test_ipv6_is_not_applicable_to_v032_and_expected_on_v2() -> None:
 def test_failover_turns_on_the_flush_patch() -> None:
     """The negative control of the failover: the same release without the flush."""
     with_flush, without = verdicts("failover", V271), verdicts("failover", V271_NO_FLUSH)
-    assert with_flush["deleted-survivor-kept"] == "fail" and without["deleted-survivor-kept"] == "pass"
-    assert with_flush["deleted-same-port-reconnect"] == "pass" and without["deleted-same-port-reconnect"] == "fail"
+    assert with_flush["deleted-survivor-kept"] == "pass" and without["deleted-survivor-kept"] == "pass"
+    # the wire: without the flush the old entry turned CLOSED on node B's ABORT and a new INIT re-used it
+    assert with_flush["deleted-same-port-reconnect"] == "pass" == without["deleted-same-port-reconnect"]
+    assert "CLOSED" in c.expectations(c.BY_KEY["failover"], V271_NO_FLUSH)["deleted-same-port-reconnect"].reason
     assert verdicts("failover", V290) == without  # upstream flushes UDP only
     # v2.x keeps serving-but-terminating endpoints; v0.3.2's Endpoints drop them
     assert with_flush["terminating-removed"] == "fail" and verdicts("failover", V032)["terminating-removed"] == "pass"
     survivor = c.expectations(c.BY_KEY["failover"], V271)["deleted-survivor-kept"]
-    assert survivor.basis == "inference" and "inference" in survivor.text()
+    assert survivor.basis == "inference" and "--reply-src" in survivor.text()
+
+
+def test_the_revision_1_flush_is_expected_to_kill_the_survivor() -> None:
+    """Revision 1 flushed the whole service: seen on the wire, so an image of it is judged by it."""
+    assert V271_REV1.flushes_sctp_conntrack and not V271_REV1.flush_keeps_other_destinations
+    assert V271.flush_keeps_other_destinations and V032.flush_keeps_other_destinations
+    old = c.expectations(c.BY_KEY["failover"], V271_REV1)
+    assert old["deleted-survivor-kept"].verdict == "fail" and old["deleted-survivor-kept"].basis == "code"
+    assert old["deleted-same-port-reconnect"].verdict == "pass"
 
 
 def test_dsr_sloppy_sctp_is_the_series_claim() -> None:
@@ -110,7 +123,8 @@ def test_summary_is_pass_only_when_every_part_must_pass() -> None:
     assert c.summary(c.BY_KEY["two-nodes"], V271).verdict == "pass"
     assert c.summary(c.BY_KEY["two-nodes"], V271).basis == "code"
     failover = c.summary(c.BY_KEY["failover"], V271)
-    assert failover.verdict == "fail" and "deleted-survivor-kept" in failover.reason
+    assert failover.verdict == "fail" and "terminating-removed" in failover.reason
+    assert "deleted-survivor-kept" in c.summary(c.BY_KEY["failover"], V271_REV1).reason
     assert c.summary(c.BY_KEY["multihoming"], V271).basis == "inference"
 
 

@@ -31,6 +31,8 @@ Basis = Literal["code", "inference"]
 # patches label lists the files applied; the numbers differ between lines).
 PROTOCOL_PATCH = "create-and-recognise-sctp-ipvs-services"
 FLUSH_PATCH = "graceful-flush-sctp-conntrack"
+# Revision 2 of every series: the flush deletes only the gone destination's entries.
+FLUSH_PER_DESTINATION_PATCH = "graceful-flush-sctp-conntrack-per-destination"
 SLOPPY_DSR_PATCH = "dsr-maglev-sloppy-sctp"
 NATIVE_SINCE = (2, 8, 0)
 
@@ -67,6 +69,12 @@ class Release:
         """Only the series flushes SCTP conntrack; upstream flushes UDP only (v2.9.0
         network_service_graceful.go:53)."""
         return self.has(FLUSH_PATCH)
+
+    @property
+    def flush_keeps_other_destinations(self) -> bool:
+        """The series' flush since revision 2: only the entries NATed to the destination
+        that went (--reply-src); revision 1 flushed the whole service address and port."""
+        return self.has(FLUSH_PER_DESTINATION_PATCH)
 
     @property
     def sloppy_sctp_for_dsr(self) -> bool:
@@ -222,14 +230,20 @@ BY_KEY = {s.key: s for s in SITUATIONS}
 # Reasons, each said once.
 _NO_SCTP = "kube-router creates no SCTP virtual services (no series protocol patch: an unpatched release)"
 _FLUSH_COLLATERAL = (
-    "the series' flush deletes every conntrack entry of the service address and port "
+    "the series' revision-1 flush deletes every conntrack entry of the service address and port "
     "(conntrack -D --orig-dst VIP -p sctp --dport PORT), the surviving pod's too; a DATA chunk creates no "
-    "new entry (nf_conntrack_proto_sctp sctp_new), so the survivor's chunks are INVALID and miss the SNAT"
+    "new entry (nf_conntrack_proto_sctp sctp_new), so the survivor's chunks are INVALID and miss the SNAT "
+    "(seen on v2.7.1 revision 1)"
 )
-_STALE_NAT = (
-    "no flush (upstream flushes UDP only, network_service_graceful.go:53): the old association's conntrack entry "
-    "keeps its SNAT binding to pod A, so the re-sent INIT from the same port is masqueraded as the old flow "
-    "and pod B's answer matches no entry"
+_FLUSH_PER_DESTINATION = (
+    "the series flushes only the entries NATed to the gone destination (--reply-src ENDPOINT --reply-port-src "
+    "PORT), so the survivor's entry and its SNAT binding stay"
+)
+_REUSED_CLOSED_ENTRY = (
+    "without a flush the old association's conntrack entry stays, but node B's own stack answers the client's "
+    "next chunk with ABORT (its IPVS connection went with the destination), the entry turns CLOSED, and "
+    "conntrack takes a new INIT on a CLOSED entry as a new association, which IPVS schedules to pod B "
+    "(seen on v2.7.1 without the flush patch, 2026-11-30: 2.9 s)"
 )
 _TERMINATING_KEPT = (
     "v2.x keeps serving-but-terminating endpoints as full-weight destinations "
@@ -285,13 +299,15 @@ def _expect(situation: str, part: str, r: Release) -> Expectation:
 
 def _failover(part: str, r: Release) -> Expectation:
     if part == "deleted-survivor-kept":
+        if r.flush_keeps_other_destinations:
+            return Expectation("pass", _FLUSH_PER_DESTINATION, "inference")
         if r.flushes_sctp_conntrack:
-            return Expectation("fail", _FLUSH_COLLATERAL, "inference")
+            return Expectation("fail", _FLUSH_COLLATERAL)
         return Expectation("pass", "no SCTP conntrack flush: the survivor's entries stay", "code")
     if part == "deleted-same-port-reconnect":
         if r.flushes_sctp_conntrack:
-            return Expectation("pass", "the series flushes the service's SCTP conntrack entries", "inference")
-        return Expectation("fail", _STALE_NAT, "inference")
+            return Expectation("pass", "the series flushes the gone destination's SCTP conntrack entries")
+        return Expectation("pass", _REUSED_CLOSED_ENTRY)
     if part == "terminating-removed" and r.v2:
         return Expectation("fail", _TERMINATING_KEPT)
     if part == "terminating-removed":

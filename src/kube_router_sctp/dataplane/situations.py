@@ -613,7 +613,10 @@ class Situations:
         except DataplaneError as exc:
             self.decide(result, "served-on-ingress-ip", False, start, exc.message)
         else:
-            talk = self.talk_once(t.EXT, lb, "lb")
+            # Captured: a refused first association (ABORT) was seen here once; the
+            # chunks say whose stack sent it.
+            with self.capture(result, t.NODE_A, "lb"):
+                talk = self.talk_once(t.EXT, lb, "lb")
             self.decide(result, "served-on-ingress-ip", talk.pod == a.ip, start, _said(talk))
         self.snapshot(result, "after", t.NODE_A)
         self.delete_service("sc-lb")

@@ -21,6 +21,10 @@ sc_pod() { # sc_pod NS IPv4 IPv6|- NAME PORT...: a pod on node A's bridge servin
     ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0
     ip link add "veth-$ns" type veth peer name eth0 netns "$ns"
     ip link set "veth-$ns" master kube-bridge up
+    # The pod announces its address when eth0 comes up (a gratuitous ARP), as a pod wired by
+    # the CNI bridge plugin does: a pod re-created with its old address and a new MAC must
+    # not be sent to the old MAC that node A's neighbour cache still holds.
+    ip netns exec "$ns" sysctl -qw net.ipv4.conf.eth0.arp_notify=1
     ip -n "$ns" addr add "$ip4/24" dev eth0
     ip -n "$ns" link set lo up
     ip -n "$ns" link set eth0 up
@@ -29,18 +33,31 @@ sc_pod() { # sc_pod NS IPv4 IPv6|- NAME PORT...: a pod on node A's bridge servin
         gateway6=$(ip -6 -o addr show dev kube-bridge scope global | awk '{sub(/\/.*/, "", $4); print $4; exit}')
         ip -n "$ns" -6 addr add "$ip6/64" dev eth0 nodad
         ip -n "$ns" -6 route add default via "$gateway6"
+        # A nodad address sends no unsolicited neighbour advertisement: node A forgets the old
+        # MAC of a re-created pod's address instead, and resolves it afresh.
+        ip -6 neigh flush to "$ip6" dev kube-bridge 2>/dev/null || true
     fi
     ip netns exec "$ns" sysctl -qw net.sctp.hb_interval=1000 net.sctp.path_max_retrans=2 \
         net.sctp.rto_initial=500 net.sctp.rto_min=200 net.sctp.rto_max=1000
-    for port in "$@"; do sc_serve "$ns" "$name" "$port"; done
+    for port in "$@"; do sc_serve "$ns" "$name" "$port" || return 1; done
 }
 
 sc_bridge6() { # sc_bridge6 ADDR/LEN: the pods' IPv6 gateway on kube-bridge
     ip -6 addr replace "$1" dev kube-bridge nodad
 }
 
-sc_serve() { # sc_serve NS NAME PORT: the echo server (sctp-peer.py serve) as a daemon
-    ip netns exec "$1" setsid -f python3 "$PEER" serve --port "$3" --name "$2" </dev/null >"$KRS/serve-$1-$3.log" 2>&1
+sc_serve() { # sc_serve NS NAME PORT: the echo server (sctp-peer.py serve) as a daemon, listening when it returns
+    log="$KRS/serve-$1-$3.log"
+    rm -f "$log"
+    ip netns exec "$1" setsid -f python3 "$PEER" serve --port "$3" --name "$2" </dev/null >"$log" 2>&1
+    # ready only once it listens, as a readiness probe would have it: an INIT that comes
+    # before the listen is answered with an ABORT
+    for _ in $(seq 100); do
+        grep -q '"listening"' "$log" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "the server in $1 on port $3 is not listening after 10s: $(tail -c 300 "$log" 2>/dev/null)"
+    return 1
 }
 
 sc_stop_pod() { # sc_stop_pod NS: end every process in a pod's network namespace
