@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -598,20 +599,34 @@ def markdown_run(run: Run) -> str:
     if run.skipped:
         lines.append(f"- not covered: {'; '.join(run.skipped)}")
     if run.error:
-        lines.append(f"- stopped early: {run.error}")
+        lines.append(f"- stopped early: {_cell(run.error)}")
     lines += cell_tables(run.outcomes)
     lines += ["", "| check | result | expected | time | detail |", "| --- | --- | --- | --- | --- |"]
     for o in (o for o in run.outcomes if o.kind == "check"):
         expected = "—" if o.expected is None else _word(o.expected)
         result = _word(o.passed) if o.met else f"**{_word(o.passed).upper()}**"
-        detail = o.detail.replace("|", "\\|")
-        lines.append(f"| {o.name} | {result} | {expected} | {o.seconds:.1f} s | {detail} |")
+        lines.append(f"| {o.name} | {result} | {expected} | {o.seconds:.1f} s | {_cell(o.detail)} |")
     lines += scenario_tables(run)
     return "\n".join(lines) + "\n"
 
 
+# What the guest printed reaches the results: a detail, an error, a block of evidence.
+# Inline, it is one line with every character that could open a link, an image, HTML,
+# code or emphasis escaped; a block is fenced with more backticks than it holds anywhere,
+# so nothing in it ends the fence. Both are cleaned as the log is (control characters).
+_MARKDOWN_RE = re.compile(r"[\\`*_\[\]<>|~]")
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text for a table cell or a list item: one line, nothing in it Markdown or HTML."""
+    return _MARKDOWN_RE.sub(r"\\\g<0>", " ".join(log.clean(text).splitlines()))
+
+
+def _block(title: str, text: str) -> str:
+    """A block of evidence under its title, verbatim in a code fence it cannot end."""
+    text = log.clean(text).rstrip()
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"#### {title}\n\n{fence}\n{text}\n{fence}\n"
 
 
 def scenario_tables(run: Run) -> list[str]:
@@ -652,7 +667,7 @@ def markdown(runs: list[Run]) -> str:
 
 
 def evidence_markdown(run: Run, keys: tuple[str, ...]) -> str:
-    blocks = [f"#### {key}\n\n```\n{run.evidence[key].rstrip()}\n```\n" for key in keys if key in run.evidence]
+    blocks = [_block(key, run.evidence[key]) for key in keys if key in run.evidence]
     return "\n".join(blocks)
 
 
@@ -673,7 +688,7 @@ def write_results(path: Path, runs: list[Run]) -> tuple[Path, Path]:
         if shown:
             body += f"\n### Evidence: {run.role} `{run.image}`\n\n{shown}"
         for situation in run.situations:
-            blocks = [f"#### {k}\n\n```\n{v.rstrip()}\n```\n" for k, v in situation.evidence.items()]
+            blocks = [_block(k, v) for k, v in situation.evidence.items()]
             if blocks:
                 body += f"\n### Evidence: scenario {situation.situation.key}\n\n" + "\n".join(blocks)
     safefs.write_output(md, redact(body).encode(), "the results")

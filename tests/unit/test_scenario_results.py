@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from kube_router_sctp.cli import main
@@ -74,6 +75,19 @@ def test_the_clients_lines_tell_replies_silences_and_the_end() -> None:
     assert talk.summary() == "3 replies, ended at seq 4: Connection reset by peer"
     silent = s.Talk.parse('{"t": 10.0, "event": "up"}\n{"t": 30.0, "event": "done", "messages": 0}')
     assert silent.gap_after(12.0) == 18.0 and silent.ended is None
+    assert silent.gap_after(12.0, now=99.0) == 18.0  # it finished: the time of the read does not count
+
+
+def test_a_client_stalled_without_a_word_is_silent_until_the_log_is_read() -> None:
+    """A survivor stuck in a receive (or killed) prints nothing more: its silence runs to
+    the moment its log was read, not to its last reply, or it would pass as kept."""
+    stalled = s.Talk.parse(
+        '{"t": 10.0, "event": "up"}\n{"t": 10.2, "seq": 1, "rtt_ms": 1.0, "reply": "x pod=p"}\n'
+        '{"t": 12.0, "seq": 2, "rtt_ms": 1.0, "reply": "x pod=p"}'
+    )
+    assert not stalled.finished and stalled.ended is None
+    assert stalled.gap_after(11.0) == pytest.approx(1.0)
+    assert stalled.gap_after(11.0, now=20.0) == pytest.approx(8.0)
     assert s.ipvs_host("fd00:10:254::5") == "[fd00:10:254::5]" and s.ipvs_host("10.0.0.1") == "10.0.0.1"
 
 

@@ -110,3 +110,31 @@ def test_any_bytes_after_a_pcap_header_parse_or_are_skipped(tail: bytes) -> None
         head = pcap(linktype, [])
         for packet in sctpwire.read_pcap(head + struct.pack("<IIII", 1, 0, len(tail), len(tail)) + tail):
             assert all(isinstance(c.name, str) for c in packet.chunks)
+
+
+def test_a_capture_larger_than_any_the_guest_writes_is_refused_before_it_is_read() -> None:
+    head = pcap(sctpwire.LINKTYPE_RAW, [])
+    with pytest.raises(ValueError, match="more than the"):
+        sctpwire.read_pcap(head + bytes(sctpwire.MAX_BYTES))
+
+
+def test_chunks_and_addresses_are_bounded_however_many_a_packet_carries() -> None:
+    """A 64 KB packet of 4-byte chunks was 16 000 chunks, and a capture of a hundred of
+    them took the host 10 s and 230 MB to read and wrote an 11 MB transcript."""
+    many = sctp(1, 2, 3, *[chunk(3, b"")] * 16000)
+    addresses = [bytes([10, 0, i // 256, i % 256]) for i in range(1000)]
+    init = sctp(1, 2, 0, chunk(1, init_value(*addresses)))
+    frames = [ipv4(CLIENT, VIP, many)] * 100 + [ipv4(CLIENT, VIP, init)]
+    packets = sctpwire.read_pcap(pcap(sctpwire.LINKTYPE_RAW, frames))
+    assert len(packets) == 101
+    assert all(len(p.chunks) == sctpwire.MAX_CHUNKS for p in packets[:100])
+    assert len(packets[100].chunks[0].addresses) == sctpwire.MAX_ADDRESSES
+    assert len(sctpwire.transcript(packets)) < 100_000
+
+
+def test_packets_are_bounded_however_many_the_capture_holds() -> None:
+    """Chunks the host holds at most: a few hundred thousand (about 100 MB), not millions."""
+    assert sctpwire.MAX_PACKETS * sctpwire.MAX_CHUNKS <= 1_000_000
+    frame = ipv4(CLIENT, VIP, sctp(1, 2, 3, chunk(4, b"ab")))
+    packets = sctpwire.read_pcap(pcap(sctpwire.LINKTYPE_RAW, [frame] * (sctpwire.MAX_PACKETS + 10)))
+    assert len(packets) == sctpwire.MAX_PACKETS

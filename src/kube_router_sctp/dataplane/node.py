@@ -374,7 +374,7 @@ class Node:
         """Send ``message`` from namespace ``ns``; ok when the echo names the message."""
         args = " ".join(shlex.quote(a) for a in (ns, protocol, address, str(port), message, str(wait)))
         result = self.sh(f". {_LIB}; probe {args}", timeout=wait + 15)
-        match = re.search(r"KRS-PROBE status=(\d+) ms=(\d+)", result.output)
+        match = re.search(r"KRS-PROBE status=(\d{1,3}) ms=(\d{1,9})\b", result.output)
         body = result.output[: match.start()] if match else result.output
         reply = next((line for line in body.splitlines() if line.startswith(message)), "")
         return Probe(bool(reply), reply, int(match[2]) if match else 0, body.strip())

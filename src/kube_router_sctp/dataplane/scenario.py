@@ -241,8 +241,7 @@ class Scenario:
 
     def rejects(self) -> int:
         """Packets the service firewall's REJECT rule has counted so far."""
-        listing = self.node.in_kube_router("iptables", "-L", "KUBE-ROUTER-SERVICES", "-v", "-n", "-x").output
-        return sum(int(line.split()[0]) for line in listing.splitlines() if " REJECT " in f" {line} ")
+        return rejected(self.node.in_kube_router("iptables", "-L", "KUBE-ROUTER-SERVICES", "-v", "-n", "-x").output)
 
     def check_externalip_root_cause(self) -> None:
         """With the SCTP entry of the service firewall's ipset written as ``udp`` (what
@@ -479,8 +478,8 @@ class Scenario:
 
 
 # -- reading the kernel's tables ---------------------------------------------------------------
-_SERVICE_LINE = re.compile(r"^(TCP|UDP|SCTP)\s+(\S+):(\d+)\s")
-_REAL_LINE = re.compile(r"^\s+->\s+(\S+):(\d+)\s")
+_SERVICE_LINE = re.compile(r"^(TCP|UDP|SCTP)\s+(\S+):(\d{1,5})\s")  # a port: no int() of 5000 digits
+_REAL_LINE = re.compile(r"^\s+->\s+(\S+):(\d{1,5})\s")
 _ERROR_LINE = re.compile(r"^[EFW]\d{4} |panic|fatal", re.IGNORECASE)
 # Words of a protocol problem; "sctp" only as a word of its own, not in object names such
 # as sctp-expserver or allow-sctp.
@@ -501,6 +500,13 @@ def parse_ipvs(table: str) -> dict[tuple[str, str, int], list[str]]:
         if real and current is not None and real[1] != "RemoteAddress":
             services[current].append(real[1])
     return services
+
+
+def rejected(listing: str) -> int:
+    """The packet counts of the REJECT rules of ``iptables -L -v -n -x``; a line that
+    does not start with a count (the image's iptables prints it) counts nothing."""
+    counts = [re.match(r"\s*(\d{1,19})\s", line) for line in listing.splitlines() if " REJECT " in f" {line} "]
+    return sum(int(match[1]) for match in counts if match)
 
 
 def _services(table: str, wanted: Iterable[tuple[str, int]], any_address: Iterable[int] = ()) -> list[str]:

@@ -5,8 +5,10 @@ chunks but not the address parameters of INIT and INIT-ACK, which multi-homing t
 which addresses the client offered, and whether the pod offered its own pod IP behind
 the service address. This reader is the proof's own: classic pcap only, link types
 Ethernet, raw IP, Linux cooked v1 and v2 (``-i any``), IPv4 and IPv6 without extension
-headers. A capture is input from the guest: every length is checked, and a packet that
-does not parse is skipped, never trusted.
+headers. A capture is input from the guest: every length is checked, a packet that does
+not parse is skipped, never trusted, and what is read is bounded (the capture's size, its
+packets, a packet's chunks, an INIT's addresses), so that no capture costs the host more
+than seconds and tens of megabytes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ NANO_MAGIC = {b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"}
 LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_RAW_ALT, LINKTYPE_SLL, LINKTYPE_SLL2 = 1, 101, 12, 113, 276
 ETH_IPV4, ETH_IPV6, ETH_VLAN = 0x0800, 0x86DD, 0x8100
 IPPROTO_SCTP = 132
-MAX_PACKETS = 200_000
+# Bounds well above what the capture (tcpdump -s 256 -c 8000, scenario-lib.sh) can hold:
+# 8000 records of at most 272 bytes, a snapshot of 256 bytes holds a few chunks, and an
+# INIT carries the few addresses of its endpoint (sctp-peer.py reads at most 16).
+MAX_BYTES = 8 << 20
+MAX_PACKETS = 20_000
+MAX_CHUNKS = 32  # per packet
+MAX_ADDRESSES = 16  # per INIT or INIT-ACK
 
 CHUNK_NAMES = {
     0: "DATA",
@@ -85,6 +93,8 @@ def read_pcap(data: bytes) -> list[Packet]:
     """Every SCTP packet of a pcap file, in capture order."""
     if len(data) < 24 or data[:4] not in PCAP_MAGIC:
         raise ValueError("not a pcap capture (pcapng is not read here: run tcpdump with -w, without --pcapng)")
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"a capture of {len(data)} bytes, more than the {MAX_BYTES} a scenario's capture can hold")
     order = PCAP_MAGIC[data[:4]]
     divisor = 1e9 if data[:4] in NANO_MAGIC else 1e6
     (linktype,) = struct.unpack(order + "I", data[20:24])
@@ -145,7 +155,7 @@ def _sctp(segment: bytes, src: str, dst: str, seconds: float) -> Packet | None:
     sport, dport, vtag = struct.unpack("!HHI", segment[:8])
     chunks: list[Chunk] = []
     offset = 12
-    while offset + 4 <= len(segment):
+    while offset + 4 <= len(segment) and len(chunks) < MAX_CHUNKS:
         kind, flags, length = struct.unpack("!BBH", segment[offset : offset + 4])
         if length < 4 or offset + length > len(segment):
             break
@@ -161,7 +171,7 @@ def _init_addresses(value: bytes) -> tuple[str, ...]:
     """The IPv4 and IPv6 address parameters after INIT's 16 fixed bytes."""
     found: list[str] = []
     offset = 16
-    while offset + 4 <= len(value):
+    while offset + 4 <= len(value) and len(found) < MAX_ADDRESSES:
         kind, length = struct.unpack("!HH", value[offset : offset + 4])
         if length < 4 or offset + length > len(value):
             break

@@ -169,6 +169,25 @@ def _word(passed: bool | None) -> str:
 
 
 # -- what the SCTP program said ------------------------------------------------------------------
+MAX_TALK_LINE = 64 << 10  # sctp-peer.py's longest line: a reply of 4096 bytes, JSON-escaped
+
+
+def _is_record(value: Any) -> bool:
+    """A line as the client prints it: an object with its time ``t``, seconds since the
+    epoch (not NaN, an infinity or an integer too large for a float), and text that can
+    be written out (JSON's escapes can spell a lone surrogate, which no file takes)."""
+    if not isinstance(value, dict):
+        return False
+    t = value.get("t")
+    if isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t < 1e11:
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError):  # nested as deep as json.loads could go
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Talk:
     """One client's JSON lines (sctp-peer.py talk)."""
@@ -178,17 +197,23 @@ class Talk:
 
     @classmethod
     def parse(cls, text: str) -> Talk:
+        """The client's records in order; the rest of its output (its stderr, the shell's)
+        skipped. That output comes from the guest: a line that is no record the client
+        prints (too long, nested too deep, no finite time) is skipped too, never trusted,
+        which gives its writer nothing it could not have by not writing it."""
         records, status = [], -1
         for line in text.splitlines():
-            match = re.match(r"KRS-TALK status=(\d+)", line)
+            match = re.fullmatch(r"KRS-TALK status=(\d{1,3})", line)
             if match:
                 status = int(match[1])
                 continue
+            if len(line) > MAX_TALK_LINE:
+                continue
             try:
                 value = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
-            if isinstance(value, dict):
+            if _is_record(value):
                 records.append(value)
         return cls(tuple(records), status)
 
@@ -215,11 +240,19 @@ class Talk:
     def pod(self) -> str:
         return self.fields().get("pod", "")
 
-    def gap_after(self, moment: float) -> float:
-        """The longest silence between replies from ``moment`` (guest wall clock) on;
-        to the end of the talk when no reply came after it."""
+    @property
+    def finished(self) -> bool:
+        return any(r.get("event") in ("done", "ended", "failed") for r in self.records)
+
+    def gap_after(self, moment: float, now: float | None = None) -> float:
+        """The longest silence between replies from ``moment`` (guest wall clock) on: to
+        the talk's last record, or to ``now`` (the guest's clock just before its log was
+        read) while the talk has not finished, so that a client stalled in a receive, or
+        gone without a word, counts as silent."""
         times = [float(r["t"]) for r in self.replies if float(r["t"]) >= moment]
         end = max((float(r["t"]) for r in self.records), default=moment)
+        if now is not None and not self.finished:
+            end = max(end, now)
         return max((b - a for a, b in itertools.pairwise([moment, *times, max(end, moment)])), default=0.0)
 
     def first_reply_after(self, moment: float) -> float:
@@ -470,7 +503,7 @@ class Situations:
         return Talk.parse(self.two.lib("sc_read", name).output)
 
     def guest_now(self) -> float:
-        return float(self.node.sh("date +%s.%N").output.strip() or 0)
+        return guest_seconds(self.node.sh("date +%s.%N").output)
 
     def snapshot(self, result: SituationResult, label: str, *namespaces: str) -> None:
         for ns in namespaces:
@@ -688,8 +721,9 @@ class Situations:
             new_association=took,
         )
         time.sleep(8)  # the survivor keeps talking through the flush
+        now = self.guest_now()
         survivor = self.read_talk(pinned[b.ip][0])
-        gap = survivor.gap_after(moment)
+        gap = survivor.gap_after(moment, now)
         self.decide(
             result,
             "deleted-survivor-kept",
@@ -729,6 +763,7 @@ class Situations:
         self.kubelet.report_running(a.spec(self.ipv6), ready=False)
         gone = self.wait_ipvs(t.NODE_B, t.NODE_B_IP, 30520, {b.ip}, "pod A's destination to go (not ready)")
         took, landed = self._first_to(b.ip, a.ip, start, timeout=30.0)
+        now = self.guest_now()
         on_a = self.read_talk(pinned[a.ip][0]) if a.ip in pinned else None
         fate = f"; the association on pod A: {on_a.summary()}" if on_a else ""
         self.decide(
@@ -739,7 +774,7 @@ class Situations:
             f"destination gone after {gone:.1f}s; new associations: {', '.join(landed)}{fate}",
             ipvs_removed=gone,
             new_association=took,
-            old_association_gap=on_a.gap_after(moment) if on_a else -1.0,
+            old_association_gap=on_a.gap_after(moment, now) if on_a else -1.0,
         )
         self.snapshot(result, "not ready: after", t.NODE_B)
         self.kubelet.report_running(a.spec(self.ipv6))
@@ -913,6 +948,14 @@ class Situations:
 def ipvs_host(address: str) -> str:
     """An address as ipvsadm -Ln prints it (IPv6 in brackets)."""
     return f"[{address}]" if ":" in address else address
+
+
+def guest_seconds(said: str) -> float:
+    """The guest's ``date +%s.%N``: refused unless it is seconds since the epoch."""
+    text = said.strip()
+    if not re.fullmatch(r"\d{1,11}(?:\.\d{1,9})?", text):
+        raise DataplaneError(f"the node's clock said {text[:40]!r}, not the time in seconds", "see the node's console")
+    return float(text)
 
 
 def _said(talk: Talk) -> str:

@@ -202,7 +202,7 @@ def _kernel_part(
 
 
 def _exit_status(guest: Guest) -> int:
-    reported = re.findall(r"-?\d+", guest.status())
+    reported = re.findall(r"(?<!\d)-?\d{1,4}(?!\d)", guest.status())  # whole numbers only: no int() of 5000 digits
     if not reported:
         log.detail(guest.console_tail(30))
         panic = re.search(r"Kernel panic - not syncing:?(.*)", guest.console())
