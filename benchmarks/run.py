@@ -39,8 +39,9 @@ import jinja2
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
 
-from kube_router_sctp import config  # noqa: E402
+from kube_router_sctp import config, patch  # noqa: E402
 from kube_router_sctp.engine import Engine  # noqa: E402
+from kube_router_sctp.validate import semver_of  # noqa: E402
 
 BUILD = ["--kube-router-version", "v0.3.2", "--base-family", "debian", "--ipvsadm-version", "1.31"]
 GOALS = {
@@ -55,7 +56,10 @@ GOALS = {
 }
 # Kernels for the new-kernel case: one per layout Debian ships (classic 6.12, split 7.x).
 NEW_KERNELS = ("debian:trixie", "debian:sid")
-IMAGE = "kube-router:v0.3.2-sctp.1-debian-candidate"
+# The tag the pipeline gives v0.3.2 today: its series' revision, read from series.toml.
+TAG = next(s for s in patch.load_index() if s.matches(semver_of("v0.3.2"))).revision
+RELEASE = f"v0.3.2-sctp.{TAG}-debian"
+IMAGE = f"kube-router:{RELEASE}-candidate"
 PAIRS = (("v2.2.0", "v2.2.1"), ("v2.6.0", "v2.6.1"))
 
 
@@ -208,9 +212,9 @@ def vm_figures(runs: int) -> dict[str, Any]:
     from kube_router_sctp.vm import dockerhost
 
     cache = Cache(config.load().cache_dir)
-    image = "127.0.0.1:5000/bench/kube-router:v0.3.2-sctp.1-debian-candidate"
+    image = f"127.0.0.1:5000/bench/{IMAGE}"
     engine = Engine()
-    engine.tag("kube-router:v0.3.2-sctp.1-debian-candidate", image.rsplit(":", 1)[0], image.rsplit(":", 1)[1])
+    engine.tag(IMAGE, image.rsplit(":", 1)[0], image.rsplit(":", 1)[1])
     engine.push(*image.rsplit(":", 1))
     boots, pulls, smokes, kernel_smokes = [], [], [], []
     for _ in range(runs):
@@ -218,11 +222,11 @@ def vm_figures(runs: int) -> dict[str, Any]:
             boots.append(host.boot_seconds)
             guest_ref = host.guest_registry("127.0.0.1:5000") + image.removeprefix("127.0.0.1:5000")
             pulls.append(host.timed_pull(guest_ref))
-            result = smoke.on_docker(host.engine, guest_ref, pull=False, kube_router_version="v0.3.2-sctp.1-debian",
+            result = smoke.on_docker(host.engine, guest_ref, pull=False, kube_router_version=RELEASE,
                                      ipvsadm_version="1.31")  # fmt: skip
             smokes.append(result.seconds)
         kernel_smokes.append(timed(lambda: _check(cli("smoke", "--kernel", "debian", *BUILD[4:6],
-                                                     "kube-router:v0.3.2-sctp.1-debian-candidate"))))  # fmt: skip
+                                                     IMAGE))))  # fmt: skip
     return {
         "vm_boot_s": stats(boots),
         "vm_pull_s": stats(pulls),

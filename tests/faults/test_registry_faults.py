@@ -83,7 +83,7 @@ def test_tls_htpasswd_with_good_credentials(tmp_path: Path, tls_registry, debian
     )
     assert result.returncode == 0, result.stderr[-3000:]
     tags = tls_registry.tags("auth/kube-router", auth=("ci", PASSWORD))
-    assert tags == ["v0.3.2-sctp.1-debian", "v0.3.2-sctp.1-debian-candidate"]
+    assert tags == [env.release_tag("v0.3.2"), env.release_tag("v0.3.2", "-debian-candidate")]
     assert_no_secret(result.stdout, result.stderr, report.read_text())
 
 

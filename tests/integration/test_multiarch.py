@@ -46,7 +46,7 @@ def test_two_platform_manifest_list_runs_on_both(tmp_path: Path, v032_debian_arg
         assert "SCTP" in record["ipvs_table"], platform
 
     manifest = requests.get(
-        f"http://{registry}/v2/{ns}/kube-router/manifests/v0.3.2-sctp.1-debian",
+        f"http://{registry}/v2/{ns}/kube-router/manifests/{env.release_tag('v0.3.2')}",
         headers={"Accept": "application/vnd.docker.distribution.manifest.list.v2+json"},
         timeout=10,
     ).json()
@@ -57,11 +57,11 @@ def test_two_platform_manifest_list_runs_on_both(tmp_path: Path, v032_debian_arg
     # and its kube-router runs (arm64 under binfmt emulation).
     engine = Engine(None)
     for platform in listed:
-        reference = f"{registry}/{ns}/kube-router:v0.3.2-sctp.1-debian"
+        reference = f"{registry}/{ns}/kube-router:{env.release_tag('v0.3.2')}"
         engine.pull(reference, platform=platform)
         image = engine.image(reference) or {}
         assert f"{image.get('Os')}/{image.get('Architecture')}" == platform
         arch = engine.run(reference, ["-m"], entrypoint=["uname"])
         assert arch.output.strip() == {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}[platform]
         kube_router = engine.run(reference, ["--version"])
-        assert kube_router.exit_code == 0 and "version v0.3.2-sctp.1-debian" in kube_router.output, platform
+        assert kube_router.exit_code == 0 and f"version {env.release_tag('v0.3.2')}" in kube_router.output, platform

@@ -56,7 +56,7 @@ def test_registry_serves_the_reported_digest(pushed: dict[str, object]) -> None:
     ns = pushed["ns"]
     digest = report["stages"]["push_candidate"]["digest"]
     assert env.registry_digest(f"{ns}/kube-router", digest) == digest
-    assert env.registry_digest(f"{ns}/kube-router", "v0.3.2-sctp.1-debian") == digest
+    assert env.registry_digest(f"{ns}/kube-router", env.release_tag("v0.3.2")) == digest
 
 
 def test_binaries_run_from_the_image_pulled_by_digest(pushed: dict[str, object]) -> None:
@@ -67,7 +67,7 @@ def test_binaries_run_from_the_image_pulled_by_digest(pushed: dict[str, object])
     engine.remove_image(reference)  # type: ignore[attr-defined]
     engine.pull(reference)  # type: ignore[attr-defined]
     kr = engine.run(reference, ["--version"])  # type: ignore[attr-defined]
-    assert kr.exit_code == 0 and "version v0.3.2-sctp.1-debian" in kr.output
+    assert kr.exit_code == 0 and f"version {env.release_tag('v0.3.2')}" in kr.output
     gobgp = engine.run(reference, ["--version"], entrypoint=["gobgp"])  # type: ignore[attr-defined]
     assert gobgp.exit_code == 0 and gobgp.output.startswith("gobgp version")
     ipvsadm = engine.run(reference, ["--version"], entrypoint=["ipvsadm"])  # type: ignore[attr-defined]

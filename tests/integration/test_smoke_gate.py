@@ -59,7 +59,7 @@ def test_full_pipeline_smokes_in_the_vm_then_promotes(
     assert stages["smoke"]["passed"] is True
     assert stages["smoke"]["image"].endswith(f"@{smoked}")  # smoked by digest
     assert "SCTP 10.254.125.172:32000" in stages["smoke"]["ipvs_table"]
-    assert env.registry_digest(f"{ns}/kube-router", "v0.3.2-sctp.1-debian") == smoked
+    assert env.registry_digest(f"{ns}/kube-router", env.release_tag("v0.3.2")) == smoked
     assert "SCTP" in result.stderr and "Masq" in result.stderr  # the ipvsadm -Ln table is shown
 
 
@@ -81,7 +81,7 @@ def test_failed_smoke_leaves_only_the_candidate(tmp_path: Path, build_args) -> N
     assert len(errors) == 1
     assert "the host kernel has no IPVS" in errors[0]
     assert "--smoke-host" in errors[0] and "--kernel" in errors[0]
-    assert env.registry_tags(f"{ns}/kube-router") == ["v0.3.2-sctp.1-debian-candidate"]
+    assert env.registry_tags(f"{ns}/kube-router") == [env.release_tag("v0.3.2", "-debian-candidate")]
     data = json.loads(report.read_text())
     assert data["status"] == "failed" and "promote" not in data["stages"]
 
@@ -104,7 +104,7 @@ def test_daemon_without_ipvs_falls_back_to_debians_kernel(tmp_path: Path, build_
     assert "the host kernel has no IPVS" in smoke["fallback_from"]
     digest = json.loads(report.read_text())["stages"]["push_candidate"]["digest"]
     assert smoke["image"].endswith(f"@{digest}")
-    assert env.registry_digest(f"{ns}/kube-router", "v0.3.2-sctp.1-debian") == digest
+    assert env.registry_digest(f"{ns}/kube-router", env.release_tag("v0.3.2")) == digest
 
 
 def test_doctor_says_the_same_about_this_kernel() -> None:
@@ -128,5 +128,6 @@ def test_kernel_mode_gates_the_release(tmp_path: Path, build_args) -> None:
     assert data["stages"]["smoke"]["passed"] is True
     assert "under QEMU" in data["stages"]["smoke"]["host"]
     assert (
-        env.registry_digest(f"{ns}/kube-router", "v0.3.2-sctp.1-debian") == data["stages"]["push_candidate"]["digest"]
+        env.registry_digest(f"{ns}/kube-router", env.release_tag("v0.3.2"))
+        == data["stages"]["push_candidate"]["digest"]
     )

@@ -3,7 +3,7 @@ cache): kernel smoke mode's verdict comes back as the guest's exit status, and t
 Docker-host VM serves a smoke check of an image pulled from the host's registry.
 
 Needs qemu-system-x86_64, apt with the Debian mirror, the local Docker daemon with the
-good image (KRS_TEST_GOOD_IMAGE, default kube-router:v0.3.2-sctp.1-debian-candidate, as
+good image (KRS_TEST_GOOD_IMAGE, default the shared v0.3.2 debian build, as
 the build job leaves it), and for the Docker host: root, debootstrap, the registry.
 """
 
@@ -29,8 +29,8 @@ from tests.support import env
 
 pytestmark = [pytest.mark.vm, pytest.mark.docker]
 
-GOOD = os.environ.get("KRS_TEST_GOOD_IMAGE", "kube-router:v0.3.2-sctp.1-debian-candidate")
-KUBE_ROUTER = os.environ.get("KRS_TEST_GOOD_KUBE_ROUTER_VERSION", "v0.3.2-sctp.1-debian")
+GOOD = os.environ.get("KRS_TEST_GOOD_IMAGE", f"kube-router:{env.release_tag('v0.3.2', '-debian-candidate')}")
+KUBE_ROUTER = os.environ.get("KRS_TEST_GOOD_KUBE_ROUTER_VERSION", env.release_tag("v0.3.2"))
 IPVSADM = os.environ.get("KRS_TEST_GOOD_IPVSADM_VERSION", "1.31")
 
 

@@ -342,11 +342,25 @@ class Situations:
             except DataplaneError as exc:
                 result.error = exc.one_line()
                 log.error(f"scenario {situation.key} stopped: {result.error}")
+                self._evidence_when_stopped(result)
             finally:
+                # a scenario's background clients end with it, stopped early or not: one left
+                # talking would flood the next scenario's captures and tables
+                try:
+                    self.two.lib("sc_stop_talks")
+                except DataplaneError as exc:
+                    result.evidence["background clients' stop"] = exc.one_line()
                 result.seconds = time.monotonic() - start
         for part in result.parts:
             mark = "" if part.met else "  <-- unexpected"
             log.info(f"{situation.key}/{part.part}: {part.result} (expected {part.expected.verdict}){mark}")
+
+    def _evidence_when_stopped(self, result: SituationResult) -> None:
+        """The nodes' tables at the moment a scenario stopped: what its error points at."""
+        try:
+            self.snapshot(result, "when it stopped", t.NODE_A, t.NODE_B)
+        except DataplaneError as exc:  # the guest may be what stopped it
+            result.evidence["when it stopped"] = f"(no tables: {exc.one_line()})"
 
     def decide(
         self, result: SituationResult, key: str, passed: bool, start: float, detail: str, **measures: float

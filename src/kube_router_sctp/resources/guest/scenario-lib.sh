@@ -64,6 +64,10 @@ sc_stop_pod() { # sc_stop_pod NS: end every process in a pod's network namespace
     for pid in $(ip netns pids "$1"); do kill "$pid" 2>/dev/null || true; done
 }
 
+sc_stop_talks() { # sc_stop_talks: end every background client, so none outlives its scenario
+    pkill -f -- "$PEER talk" 2>/dev/null || true
+}
+
 sc_talk() { # sc_talk NS NAME ARGS...: a client (sctp-peer.py talk) in the background
     ns=$1 name=$2
     shift 2
