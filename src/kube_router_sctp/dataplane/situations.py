@@ -686,13 +686,22 @@ class Situations:
         for sport in range(first_port, first_port + 6):
             name = f"{name_prefix}-{sport}"
             self.talk_background(t.EXT, name, t.NODE_B_IP, seconds, "--port", 30520, "--sport", sport)
-            time.sleep(1.5)
-            pod = self.read_talk(name).pod
+            pod = self._first_pod(name)
             if pod and pod not in found:
                 found[pod] = (name, sport)
             if len(found) == 2:
                 break
         return found
+
+    def _first_pod(self, name: str, timeout: float = 10.0) -> str:
+        """The pod a background client's first reply names, once there is one: a client
+        that starts slowly (Python under TCG, on a busy host) is waited for, not skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            time.sleep(0.5)
+            talk = self.read_talk(name)
+            if talk.pod or talk.finished or time.monotonic() > deadline:
+                return talk.pod
 
     def _first_to(
         self, pod_ip: str, avoid: str, since: float, timeout: float = 60.0, sport: int = 0
