@@ -19,6 +19,7 @@ the first build is cold (no download cache, no layer cache), the second shares b
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -39,9 +40,9 @@ import jinja2
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
 
-from kube_router_sctp import config, patch  # noqa: E402
+from kube_router_sctp import config, patch, plan  # noqa: E402
 from kube_router_sctp.engine import Engine  # noqa: E402
-from kube_router_sctp.validate import semver_of  # noqa: E402
+from kube_router_sctp.errors import PipelineError  # noqa: E402
 
 BUILD = ["--kube-router-version", "v0.3.2", "--base-family", "debian", "--ipvsadm-version", "1.31"]
 GOALS = {
@@ -56,10 +57,22 @@ GOALS = {
 }
 # Kernels for the new-kernel case: one per layout Debian ships (classic 6.12, split 7.x).
 NEW_KERNELS = ("debian:trixie", "debian:sid")
-# The tag the pipeline gives v0.3.2 today: its series' revision, read from series.toml.
-TAG = next(s for s in patch.load_index() if s.matches(semver_of("v0.3.2"))).revision
-RELEASE = f"v0.3.2-sctp.{TAG}-debian"
-IMAGE = f"kube-router:{RELEASE}-candidate"
+
+
+@functools.cache
+def release() -> str:
+    """The tag the pipeline gives BUILD today (its series' revision, the debian family's
+    suffix, both from the configuration); read when a figure needs the image, so that
+    the other figures run whatever the index says."""
+    suffix = config.load().pins.families["debian"].tag_suffix
+    (tag,) = plan.release_tags("v0.3.2", patch.select(patch.load_index(), "v0.3.2").revision, suffix)
+    return tag
+
+
+def image() -> str:
+    return f"kube-router:{release()}-candidate"
+
+
 PAIRS = (("v2.2.0", "v2.2.1"), ("v2.6.0", "v2.6.1"))
 
 
@@ -212,21 +225,21 @@ def vm_figures(runs: int) -> dict[str, Any]:
     from kube_router_sctp.vm import dockerhost
 
     cache = Cache(config.load().cache_dir)
-    image = f"127.0.0.1:5000/bench/{IMAGE}"
+    pushed = f"127.0.0.1:5000/bench/{image()}"
     engine = Engine()
-    engine.tag(IMAGE, image.rsplit(":", 1)[0], image.rsplit(":", 1)[1])
-    engine.push(*image.rsplit(":", 1))
+    engine.tag(image(), pushed.rsplit(":", 1)[0], pushed.rsplit(":", 1)[1])
+    engine.push(*pushed.rsplit(":", 1))
     boots, pulls, smokes, kernel_smokes = [], [], [], []
     for _ in range(runs):
         with dockerhost.docker_host(cache=cache) as host:
             boots.append(host.boot_seconds)
-            guest_ref = host.guest_registry("127.0.0.1:5000") + image.removeprefix("127.0.0.1:5000")
+            guest_ref = host.guest_registry("127.0.0.1:5000") + pushed.removeprefix("127.0.0.1:5000")
             pulls.append(host.timed_pull(guest_ref))
-            result = smoke.on_docker(host.engine, guest_ref, pull=False, kube_router_version=RELEASE,
+            result = smoke.on_docker(host.engine, guest_ref, pull=False, kube_router_version=release(),
                                      ipvsadm_version="1.31")  # fmt: skip
             smokes.append(result.seconds)
         kernel_smokes.append(timed(lambda: _check(cli("smoke", "--kernel", "debian", *BUILD[4:6],
-                                                     IMAGE))))  # fmt: skip
+                                                     image()))))  # fmt: skip
     return {
         "vm_boot_s": stats(boots),
         "vm_pull_s": stats(pulls),
@@ -245,7 +258,7 @@ def kernel_figures(specs: list[str], runs: int) -> dict[str, Any]:
     from kube_router_sctp.vm import kernel
 
     cache = Cache(config.load().cache_dir)
-    _check(cli("smoke", "--kernel", "debian", IMAGE))  # the image's initramfs part, cached
+    _check(cli("smoke", "--kernel", "debian", image()))  # the image's initramfs part, cached
     figures: dict[str, Any] = {}
     for spec in specs:
         new, again = [], []
@@ -255,8 +268,8 @@ def kernel_figures(specs: list[str], runs: int) -> dict[str, Any]:
             remove_tree(unpacked)
             for part in (cache.root / "initramfs").glob("kernel-*.cpio"):
                 part.unlink()
-            new.append(timed(lambda spec=spec: _check(cli("smoke", "--kernel", spec, IMAGE))))
-            again.append(timed(lambda spec=spec: _check(cli("smoke", "--kernel", spec, IMAGE))))
+            new.append(timed(lambda spec=spec: _check(cli("smoke", "--kernel", spec, image()))))
+            again.append(timed(lambda spec=spec: _check(cli("smoke", "--kernel", spec, image()))))
         figures[spec] = {"release": found.version, "new_s": stats(new), "again_s": stats(again)}
     return figures
 
@@ -541,4 +554,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PipelineError as exc:  # the project's own errors: one line and their exit code, as build.py
+        print(f"benchmarks: error: {exc.one_line()}", file=sys.stderr)
+        sys.exit(exc.exit_code)

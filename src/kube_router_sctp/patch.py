@@ -147,6 +147,9 @@ class TreeFile:
     link: str | None = None
 
 
+MAX_REVISION = 9999
+
+
 def load_index(root: Path | None = None) -> list[Series]:
     base = root or patches_dir()
     index = base / INDEX
@@ -156,8 +159,11 @@ def load_index(root: Path | None = None) -> list[Series]:
         raise PatchError(f"patch index {index} is missing", "restore patches/kube-router/series.toml") from exc
     except tomllib.TOMLDecodeError as exc:
         raise PatchError(f"patch index {index} is not valid TOML ({exc})", "fix the index") from exc
+    entries = data.get("series", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise PatchError(f"patch index {index}: series must be [[series]] tables", "fix the index")
     result = []
-    for entry in data.get("series", []):
+    for entry in entries:
         name = str(entry.get("name", ""))
         if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
             raise PatchError(
@@ -194,10 +200,20 @@ def load_index(root: Path | None = None) -> list[Series]:
         for package, pattern in test_run.items():
             if "'" in pattern or "\n" in pattern:
                 raise PatchError(f"series {name}: test-run pattern for {package} has a quote or newline", "fix it")
-        result.append(
-            Series(name, versions, int(entry.get("revision", 1)), native, directory, compat, None, checks, test_run)
-        )
+        result.append(Series(name, versions, _revision(name, entry), native, directory, compat, None, checks, test_run))
     return result
+
+
+def _revision(name: str, entry: dict[str, object]) -> int:
+    """The series' revision, the image tag's ``sctp.N``: a whole number from 1, never
+    rounded or coerced, since two revisions that read alike would push over each other's tag."""
+    revision = entry.get("revision", 1)
+    if type(revision) is not int or not 1 <= revision <= MAX_REVISION:
+        raise PatchError(
+            f"series {name}: revision {revision!r} is not a whole number from 1 to {MAX_REVISION}",
+            "write it as revision = N in patches/kube-router/series.toml",
+        )
+    return revision
 
 
 def select(index: list[Series], version: str) -> Series:

@@ -583,16 +583,18 @@ def cell_tables(outcomes: list[Outcome]) -> list[str]:
 
 
 def markdown_run(run: Run) -> str:
-    on = f" on {run.kernel.split(' ', 1)[0]}" if run.kernel else ""
-    title = f"### kube-router {run.kube_router_version}: {run.role} `{run.image}`{on}"
+    # the version, series and patches come from the image's labels, the kernel from its
+    # package: cells like any other text the image or a package can choose
+    on = f" on {_cell(run.kernel.split(' ', 1)[0])}" if run.kernel else ""
+    title = f"### kube-router {_cell(run.kube_router_version)}: {run.role} `{run.image}`{on}"
     verdict = "as expected" if run.met else "NOT as expected"
     times = ", ".join(f"{k} {v:.0f} s" for k, v in run.timings.items())
     plane = ", ".join(f"{k} {v}" for k, v in run.control_plane.items())
     lines = [
         title,
         "",
-        f"- image `{run.image_id[:19]}`, series {run.series or 'n/a'}; kernel {run.kernel}",
-        f"- patches: {', '.join(run.patches.split()) or 'none'}",
+        f"- image `{run.image_id[:19]}`, series {_cell(run.series) or 'n/a'}; kernel {_cell(run.kernel)}",
+        f"- patches: {_cell(', '.join(run.patches.split())) or 'none'}",
         f"- control plane: {plane or 'not started'}; manifests: {run.manifests or 'n/a'}",
         f"- result: **{verdict}**; times: {times}",
     ]

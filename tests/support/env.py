@@ -134,8 +134,7 @@ def registry_digest(repository: str, reference: str) -> str | None:
 def release_tag(version: str, suffix: str = "-debian") -> str:
     """The image tag the pipeline gives ``version`` today (``v0.3.2-sctp.2-debian``): the
     revision is its series' in patches/kube-router/series.toml, never written into a test."""
-    from kube_router_sctp import patch
-    from kube_router_sctp.validate import semver_of
+    from kube_router_sctp import patch, plan
 
-    series = next(s for s in patch.load_index() if s.matches(semver_of(version)))
-    return f"{version}-sctp.{series.revision}{suffix}"
+    (tag,) = plan.release_tags(version, patch.select(patch.load_index(), version).revision, suffix)
+    return tag

@@ -162,3 +162,14 @@ def test_the_smoke_guests_status_is_a_whole_small_number(said: str, code: int | 
             kernelsmoke._exit_status(guest)  # type: ignore[arg-type]
     else:
         assert kernelsmoke._exit_status(guest) == code  # type: ignore[arg-type]
+
+
+def test_the_images_labels_and_the_kernels_name_open_no_link_in_the_results(tmp_path: Path) -> None:
+    """kube_router_version, series and patches are the image's labels, the kernel its
+    package's: each is written as a cell, so none opens a link or HTML or carries ESC."""
+    hostile = "[official](https://evil.example/) <img src=x> \x1b]8;;https://evil.example/\x07x"
+    run = Run("candidate", "img", kube_router_version=hostile, series=hostile, patches=hostile, kernel=hostile)
+    md, _ = write_results(tmp_path / "labels", [run])
+    text = md.read_text()
+    assert "\x1b" not in text and "\x07" not in text
+    assert re.search(r"(?<!\\)\]\(", text) is None and re.search(r"(?<!\\)<img", text) is None

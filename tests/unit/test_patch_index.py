@@ -70,6 +70,21 @@ def test_overlapping_ranges_are_an_error(tmp_path: Path) -> None:
         patch.select(patch.load_index(root), "v0.3.2")
 
 
+@pytest.mark.parametrize("revision", ["0", "-1", "2.9", "true", '"3"', '"x; id"', "1" * 40])
+def test_a_revision_that_is_no_whole_number_is_refused(tmp_path: Path, revision: str) -> None:
+    """2.9 read as 2 would push over the published sctp.2 tag; a string or a bool is no revision."""
+    root = write_index(tmp_path, f'[[series]]\nname = "a"\nversions = ">=0.3.0"\nrevision = {revision}\n')
+    (root / "a").mkdir()
+    with pytest.raises(PatchError, match="series a: revision .* is not a whole number from 1"):
+        patch.load_index(root)
+
+
+@pytest.mark.parametrize("body", ["series = 1\n", 'series = ["v0.3"]\n'])
+def test_series_that_are_not_tables_are_refused(tmp_path: Path, body: str) -> None:
+    with pytest.raises(PatchError, match="series must be \\[\\[series\\]\\] tables"):
+        patch.load_index(write_index(tmp_path, body))
+
+
 def test_bad_range_is_an_error(tmp_path: Path) -> None:
     root = write_index(tmp_path, '[[series]]\nname = "a"\nversions = "~>0.3"\n')
     (root / "a").mkdir()

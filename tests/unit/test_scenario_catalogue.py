@@ -143,3 +143,14 @@ def test_expectations_read_as_one_line() -> None:
     assert c.Expectation("pass", "").text() == "pass"
     assert c.Expectation("n/a", "why").wanted is None
     assert c.Expectation("fail", "why", "inference").text() == "fail: why (inference: the wire decides)"
+
+
+def test_a_patch_counts_by_the_words_that_end_its_name() -> None:
+    """The label names the files applied: a longer or reverted patch holding the words is not the patch."""
+    assert c.Release("v2.7.1", ("0004-graceful-flush-sctp-conntrack-per-destination.patch",)).flushes_sctp_conntrack
+    reverted = c.Release("v2.7.1", ("0009-graceful-flush-sctp-conntrack-per-destination-reverted.patch",))
+    assert not reverted.flushes_sctp_conntrack and not reverted.flush_keeps_other_destinations
+    short = c.Release("v2.7.1", ("0004-graceful-flush-sctp-conntrack-per-dest.patch",))
+    assert not short.flushes_sctp_conntrack
+    assert not c.Release("v2.7.1", ("x-create-and-recognise-sctp-ipvs-services-REVERTED",)).sctp
+    assert V271.sctp and V032.sctp  # NNNN-proxy-create-and-recognise-… counts

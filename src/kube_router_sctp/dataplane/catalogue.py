@@ -18,6 +18,7 @@ The sources are cited as ``TAG:path:line`` of upstream kube-router, or the serie
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -35,6 +36,7 @@ FLUSH_PATCH = "graceful-flush-sctp-conntrack"
 FLUSH_PER_DESTINATION_PATCH = "graceful-flush-sctp-conntrack-per-destination"
 SLOPPY_DSR_PATCH = "dsr-maglev-sloppy-sctp"
 NATIVE_SINCE = (2, 8, 0)
+_PATCH_NAME = re.compile(r"\d{4}-([a-z0-9.-]+)\.patch")
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,13 @@ class Release:
         return self._semver >= NATIVE_SINCE
 
     def has(self, patch_words: str) -> bool:
-        return any(patch_words in name for name in self.patches)
+        """A patch ``NNNN-[area-]WORDS.patch`` was applied: the words end its name, whole,
+        so neither ``…-WORDS-reverted`` nor a longer patch that contains them counts."""
+        for name in self.patches:
+            match = _PATCH_NAME.fullmatch(name)
+            if match and (match[1] == patch_words or match[1].endswith(f"-{patch_words}")):
+                return True
+        return False
 
     @property
     def sctp(self) -> bool:
@@ -68,7 +76,7 @@ class Release:
     def flushes_sctp_conntrack(self) -> bool:
         """Only the series flushes SCTP conntrack; upstream flushes UDP only (v2.9.0
         network_service_graceful.go:53)."""
-        return self.has(FLUSH_PATCH)
+        return self.has(FLUSH_PATCH) or self.flush_keeps_other_destinations
 
     @property
     def flush_keeps_other_destinations(self) -> bool:

@@ -44,6 +44,7 @@ NAMESPACE = "scenarios"
 PORT = 5000  # every scenario Service's port and target port
 SYNC_TIMEOUT = 150.0
 CHANGE_TIMEOUT = 90.0
+QUICK = 15  # seconds for the guest commands that tidy up after a scenario
 # The rest run in "cluster". Multi-homing runs without --masquerade-all: masquerading
 # folds both of the client's addresses into the node's one, so the pod could never tell
 # the second path from a stranger (and --random-fully picks it another port).
@@ -347,7 +348,7 @@ class Situations:
                 # a scenario's background clients end with it, stopped early or not: one left
                 # talking would flood the next scenario's captures and tables
                 try:
-                    self.two.lib("sc_stop_talks")
+                    self.two.lib("sc_stop_talks", timeout=QUICK)
                 except DataplaneError as exc:
                     result.evidence["background clients' stop"] = exc.one_line()
                 result.seconds = time.monotonic() - start
@@ -357,8 +358,9 @@ class Situations:
 
     def _evidence_when_stopped(self, result: SituationResult) -> None:
         """The nodes' tables at the moment a scenario stopped: what its error points at."""
-        try:
-            self.snapshot(result, "when it stopped", t.NODE_A, t.NODE_B)
+        try:  # briefly: a node that stopped answering must not hold every later scenario
+            for ns in (t.NODE_A, t.NODE_B):
+                result.evidence[f"{ns}: when it stopped"] = self.two.tables(ns, timeout=QUICK)
         except DataplaneError as exc:  # the guest may be what stopped it
             result.evidence["when it stopped"] = f"(no tables: {exc.one_line()})"
 
@@ -696,12 +698,14 @@ class Situations:
     def _first_pod(self, name: str, timeout: float = 10.0) -> str:
         """The pod a background client's first reply names, once there is one: a client
         that starts slowly (Python under TCG, on a busy host) is waited for, not skipped."""
-        deadline = time.monotonic() + timeout
-        while True:
-            time.sleep(0.5)
-            talk = self.read_talk(name)
-            if talk.pod or talk.finished or time.monotonic() > deadline:
-                return talk.pod
+        said = [Talk((), -1)]
+
+        def answered() -> bool:
+            said[0] = self.read_talk(name)
+            return bool(said[0].pod) or said[0].finished
+
+        self.node.wait_for(f"a first reply to {name}", answered, timeout, interval=0.5)
+        return said[0].pod
 
     def _first_to(
         self, pod_ip: str, avoid: str, since: float, timeout: float = 60.0, sport: int = 0

@@ -198,8 +198,8 @@ class TwoNodes:
     def ipvs(self, ns: str) -> str:
         return self.sh_in(ns, "ipvsadm", "-Ln").output
 
-    def tables(self, ns: str) -> str:
-        return self.lib("sc_tables", ns).output
+    def tables(self, ns: str, timeout: int = 120) -> str:
+        return self.lib("sc_tables", ns, timeout=timeout).output
 
     def iptables(self, ns: str, *args: str) -> str:
         return self.node.in_kube_router("iptables", *args, container=self.kube_routers.get(ns, "")).output

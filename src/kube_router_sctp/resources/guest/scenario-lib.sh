@@ -25,6 +25,8 @@ sc_pod() { # sc_pod NS IPv4 IPv6|- NAME PORT...: a pod on node A's bridge servin
     # the CNI bridge plugin does: a pod re-created with its old address and a new MAC must
     # not be sent to the old MAC that node A's neighbour cache still holds.
     ip netns exec "$ns" sysctl -qw net.ipv4.conf.eth0.arp_notify=1
+    # ...which node A ignores within its neighbour entry's locktime: forget the entry too
+    ip neigh flush to "$ip4" dev kube-bridge 2>/dev/null || true
     ip -n "$ns" addr add "$ip4/24" dev eth0
     ip -n "$ns" link set lo up
     ip -n "$ns" link set eth0 up
@@ -65,7 +67,7 @@ sc_stop_pod() { # sc_stop_pod NS: end every process in a pod's network namespace
 }
 
 sc_stop_talks() { # sc_stop_talks: end every background client, so none outlives its scenario
-    pkill -f -- "$PEER talk" 2>/dev/null || true
+    pkill -f -- "(^|/)python3 $PEER talk( |\$)" 2>/dev/null || true
 }
 
 sc_talk() { # sc_talk NS NAME ARGS...: a client (sctp-peer.py talk) in the background
