@@ -42,6 +42,7 @@ def assert_no_secret(*texts: str) -> None:
 
 def test_registry_down_before_push(tmp_path: Path, debian_image: str, pipeline) -> None:
     report = tmp_path / "r.json"
+    env.TEST_REGISTRIES.append("127.0.0.1:9")
     result = pipeline("127.0.0.1:9/down", report, "--no-smoke")
     assert result.returncode == 7
     line = error_line(result.stderr)
@@ -54,6 +55,7 @@ def test_registry_stopped_in_the_middle_of_a_push(tmp_path: Path, debian_image: 
     with registry(tmp_path / "reg") as reg:
         host, port = reg.address.split(":")
         proxy = CuttableProxy((host, int(port)))
+        env.TEST_REGISTRIES.append(proxy.address)
         proxy.cut_after = 8 << 20  # the registry 'dies' 8 MiB into the upload
         namespace = env.namespace("cut")
         try:

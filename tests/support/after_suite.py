@@ -12,9 +12,10 @@ from tests.support import env
 
 def remove_session_tags() -> int:
     """Untag what this session's pushes left on the local daemon (``REGISTRY/<namespace>/…``
-    tags of the namespaces it made): the images stay where other tags or the layer cache
-    hold them, nothing of the session's pushes piles up run after run."""
-    if not env.NAMESPACES:
+    tags of the namespaces it made, and every tag under a registry a test started for
+    itself): the images stay where other tags or the layer cache hold them, nothing of the
+    session's pushes piles up run after run."""
+    if not env.NAMESPACES and not env.TEST_REGISTRIES:
         return 0
     from kube_router_sctp.engine import Engine
     from kube_router_sctp.errors import DockerError
@@ -28,7 +29,7 @@ def remove_session_tags() -> int:
         for reference in image.get("RepoTags") or []:
             repository = reference.rsplit(":", 1)[0]
             parts = repository.split("/")
-            if len(parts) > 2 and parts[1] in env.NAMESPACES:
+            if (len(parts) > 2 and parts[1] in env.NAMESPACES) or (len(parts) > 1 and parts[0] in env.TEST_REGISTRIES):
                 engine.untag(reference)
                 removed += 1
     return removed

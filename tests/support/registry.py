@@ -131,6 +131,7 @@ def registry(
     tmp.mkdir(parents=True, exist_ok=True)
     port = _free_port(host)
     address = f"{host}:{port}"
+    env.TEST_REGISTRIES.append(address)
     config: dict[str, object] = {
         "version": 0.1,
         "log": {"level": "warn"},

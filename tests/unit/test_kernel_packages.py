@@ -6,6 +6,7 @@ is made by the test (tests/support/debs.py); nothing is downloaded."""
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from kube_router_sctp import kernelfeatures as kf
 from kube_router_sctp.cache import Cache
 from kube_router_sctp.download import Downloader
 from kube_router_sctp.errors import KernelUnsupportedError, UnsafeSourceError, VerificationError, VMError
-from kube_router_sctp.vm import cpio, debian, kernel
+from kube_router_sctp.vm import cpio, deb, debian, kernel
 from kube_router_sctp.vm import modules as kmod
 from tests.support import debs, env
 
@@ -135,6 +136,43 @@ def test_a_hostile_package_is_refused_and_nothing_is_left(tmp_path: Path, cache:
         kernel.resolve(bad, None, cache)
     assert not (tmp_path / "escape").exists()
     assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("compression", [".xz", ".zst"])
+def test_a_refusal_early_in_a_large_member_ends_the_decompressing_tool(
+    tmp_path: Path, cache: Cache, compression: str
+) -> None:
+    # The tool (xz, unzstd) still has megabytes to write when the first member is refused:
+    # it must be ended, not waited for while it blocks on a pipe nobody reads.
+    if compression == ".zst":
+        needs_tool("zstd")
+    files: debs.Files = {"../escape": b"x", "boot/big": os.urandom(8 << 20)}
+    bad = debs.deb(
+        tmp_path / "linux-image-6.1.0-1-amd64_1_amd64.deb", "linux-image-6.1.0-1-amd64", "1", files, "", compression
+    )
+    with pytest.raises(UnsafeSourceError, match="contains '..'"):
+        kernel.resolve(bad, None, cache)
+    assert not (tmp_path / "escape").exists()
+    assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
+
+
+def test_an_xz_member_unpacks_the_same_without_the_xz_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # xz decompresses in a process of its own where it is installed; Python's lzma reads
+    # the member where it is not. Both give the same files.
+    env.require_binary("xz", "xz-utils")
+    built = debs.classic(tmp_path / "pkg", suffix=".ko.xz")
+    with_tool = kernel.resolve(built.debs[0], None, Cache(tmp_path / "a"))
+    real_which = deb.shutil.which
+    monkeypatch.setattr(deb.shutil, "which", lambda name: None if name == "xz" else real_which(name))
+    without = kernel.resolve(built.debs[0], None, Cache(tmp_path / "b"))
+
+    def tree(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    top = Path("kernels")
+    assert tree(tmp_path / "a" / top) == tree(tmp_path / "b" / top) != {}
+    assert with_tool.version == without.version == built.release
 
 
 @pytest.mark.parametrize("compression", [".xz", ".gz", "", ".zst"])

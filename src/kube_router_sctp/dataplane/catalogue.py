@@ -89,6 +89,11 @@ class Release:
         return self.has(SLOPPY_DSR_PATCH)
 
     @property
+    def drops_invalid_state(self) -> bool:
+        """The pod firewall drops packets in conntrack's INVALID state (v1.4.0+)."""
+        return self._semver >= INVALID_DROP_SINCE
+
+    @property
     def v2(self) -> bool:
         return self._semver >= (2, 0, 0)
 
@@ -226,7 +231,10 @@ SITUATIONS: tuple[Situation, ...] = (
         8,
         "DSR (kube-router.io/service.dsr=tunnel) with an SCTP port",
         (
-            Part("dsr-echo", "an association to the DSR ExternalIP echoes, the reply leaving the pod from the VIP"),
+            Part(
+                "dsr-echo",
+                "an association to the DSR ExternalIP comes up and echoes, the pod answering the client directly",
+            ),
             Part("sloppy-sctp-set", "with the mh scheduler, net.ipv4.vs.sloppy_sctp is 1 on the directors"),
             Part("director-switch-survives", "an association set up through node A's director survives a move to B's"),
         ),
@@ -325,17 +333,32 @@ def _failover(part: str, r: Release) -> Expectation:
     return Expectation("pass", "")
 
 
-_DSR_SOURCE = (
-    "the pod's kernel answers the INIT from its own address, not the VIP that kube-router put on "
-    "kube-tunnel-if (captured on v2.7.1, 2026-11-30: INIT to 10.120.20.8, INIT-ACK from 172.20.1.23): "
-    "SCTP picks the INIT-ACK's source by route, where TCP answers from the SYN's destination, so the "
-    "client drops the answer as out of the blue"
+# The pod answers an INIT that came through the tunnel from its own address (SCTP picks the
+# INIT-ACK's source by route), but lists the VIP among its addresses in that INIT-ACK, and
+# the client's Linux SCTP finds its association by those addresses: what decides is
+# whether the node forwards a reply that matches no conntrack entry.
+_DSR_FORWARDED = (
+    "the pod answers the INIT from its own address, not the VIP, and the client accepts that "
+    "INIT-ACK by the VIP it lists among its addresses; v0.3.2's node forwards it, having no rule "
+    "that drops conntrack's INVALID state (captured on v0.3.2, 2026-11-30, on 6.1 and 6.12: INIT "
+    "to 10.120.20.8, INIT-ACK from 172.20.1.23 forwarded, COOKIE-ECHO to the VIP)"
 )
+_DSR_DROPPED = (
+    "the pod answers the INIT from its own address, not the VIP; that INIT-ACK matches no "
+    "conntrack entry and never leaves node A (captured on v2.7.1 and v2.9.0, 2026-11-30: seen "
+    "twice on the node, where v0.3.2's is seen three times and reaches the client), which fits "
+    "the pod firewall's rule dropping conntrack's INVALID state since v1.4.0 (\"rule to drop "
+    'invalid state for pod", v2.9.0 network_policy_controller.go:609)'
+)
+# The pod firewall drops conntrack's INVALID state from this release on (pod.go in v1.4.0).
+INVALID_DROP_SINCE = (1, 4, 0)
 
 
 def _dsr(part: str, r: Release) -> Expectation:
     if part == "dsr-echo":
-        return Expectation("fail", _DSR_SOURCE, "inference")
+        if r.drops_invalid_state:
+            return Expectation("fail", _DSR_DROPPED, "inference")
+        return Expectation("pass", _DSR_FORWARDED, "inference")
     if not r.maglev:
         return Expectation("n/a", "v0.3.2 has no mh (Maglev) scheduler annotation (only rr, lc, dh, sh; :1411-1420)")
     if part == "sloppy-sctp-set":

@@ -43,7 +43,11 @@ from .scenario import parse_ipvs
 NAMESPACE = "scenarios"
 PORT = 5000  # every scenario Service's port and target port
 SYNC_TIMEOUT = 150.0
-CHANGE_TIMEOUT = 90.0
+# A hang guard for a watch event to reach a node's IPVS. v0.3.2 re-syncs every Service on
+# each event, one sync at a time: under TCG on a busy host one sync took 40-84 s (v0.3.2,
+# 2026-11-30), so a change that arrives mid-sync can need two syncs. Waits end as soon as
+# the change shows, so a longer guard costs only the runs that would fail anyway.
+CHANGE_TIMEOUT = 200.0
 QUICK = 15  # seconds for the guest commands that tidy up after a scenario
 # The rest run in "cluster". Multi-homing runs without --masquerade-all: masquerading
 # folds both of the client's addresses into the node's one, so the pod could never tell
