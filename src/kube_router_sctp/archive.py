@@ -35,6 +35,21 @@ HINT = "use the archive as published; this one is damaged or hostile"
 # What a damaged archive raises while it is read: tarfile's own errors, a compressed
 # stream that ends early (EOFError) or is corrupt (zlib, lzma; gzip and bz2 raise OSError).
 READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
+MAX_EXTENDED_HEADER = 1 << 20  # a pax header or GNU long name; tarfile reads it whole
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """Members of a tar read from outside: tarfile reads a pax header or a GNU long name
+    into memory whole, so a few KiB of compressed zeros could claim gigabytes of it. Any
+    reader of a tar this tool did not write opens it with ``tarinfo=BoundedTarInfo``."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE)
+        if self.type in (*extended, tarfile.SOLARIS_XHDTYPE) and self.size > MAX_EXTENDED_HEADER:
+            # a damaged archive, one line, wherever the reader catches tarfile's errors
+            raise tarfile.ReadError(f"an extended header of {self.size} bytes (at most {MAX_EXTENDED_HEADER})")
+        member: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
+        return member
 
 
 @dataclass(frozen=True)
@@ -147,7 +162,7 @@ def extract(archive: Path, dest: Path) -> Extracted:
     read from its pax header."""
     label = archive.name
     try:
-        tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with-block below
+        tar = tarfile.open(archive, "r:*", tarinfo=BoundedTarInfo)  # noqa: SIM115 - closed by the with-block below
     except (tarfile.TarError, OSError) as exc:
         raise UnsafeSourceError(f"{archive.name} is not a readable tar archive ({exc})", "check the file") from exc
     try:
@@ -208,7 +223,7 @@ def open_stream(handle: Readable, label: str, mode: str = "r|*") -> Iterator[tar
     a tar archive in the compression it claims, or that ends early, is a damaged archive
     (one line, UnsafeSourceError), wherever tarfile or the decompressor notices it."""
     try:
-        tar = tarfile.open(fileobj=handle, mode=mode)  # type: ignore[call-overload]  # noqa: SIM115
+        tar = tarfile.open(fileobj=handle, mode=mode, tarinfo=BoundedTarInfo)  # type: ignore[call-overload]  # noqa: SIM115
     except READ_ERRORS as exc:
         raise _damaged(label, exc) from exc
     try:

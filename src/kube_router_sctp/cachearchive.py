@@ -196,7 +196,7 @@ def import_archive(cache: Cache, path: Path) -> Summary:
     try:
         staged: dict[str, Path] = {}
         try:
-            with tarfile.open(path, "r:") as tar:
+            with tarfile.open(path, "r:", tarinfo=archive.BoundedTarInfo) as tar:
                 listed = _read_manifest(tar, path)
                 for number, member in enumerate(_members(tar, path, listed)):
                     handle = tar.extractfile(member)

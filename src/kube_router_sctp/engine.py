@@ -168,7 +168,7 @@ class Container:
         archive_file = dest / ".copy-out.tar"
         self.save_archive(path, archive_file)
         try:
-            with tarfile.open(archive_file) as tar:
+            with tarfile.open(archive_file, tarinfo=archive.BoundedTarInfo) as tar:
                 archive.extract_tar(tar, dest, f"{path} of {self.image}")
         except tarfile.TarError as exc:
             raise DockerError(

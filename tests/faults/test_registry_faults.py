@@ -42,8 +42,7 @@ def assert_no_secret(*texts: str) -> None:
 
 def test_registry_down_before_push(tmp_path: Path, debian_image: str, pipeline) -> None:
     report = tmp_path / "r.json"
-    env.TEST_REGISTRIES.append("127.0.0.1:9")
-    result = pipeline("127.0.0.1:9/down", report, "--no-smoke")
+    result = pipeline(f"127.0.0.1:9/{env.namespace('down')}", report, "--no-smoke")
     assert result.returncode == 7
     line = error_line(result.stderr)
     assert "connection refused" in line and "start the registry or fix the --push address" in line
@@ -55,7 +54,6 @@ def test_registry_stopped_in_the_middle_of_a_push(tmp_path: Path, debian_image: 
     with registry(tmp_path / "reg") as reg:
         host, port = reg.address.split(":")
         proxy = CuttableProxy((host, int(port)))
-        env.TEST_REGISTRIES.append(proxy.address)
         proxy.cut_after = 8 << 20  # the registry 'dies' 8 MiB into the upload
         namespace = env.namespace("cut")
         try:
@@ -80,11 +78,9 @@ def tls_registry(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_tls_htpasswd_with_good_credentials(tmp_path: Path, tls_registry, debian_image: str, pipeline) -> None:
     config = docker_config(tmp_path, tls_registry.address, "ci", PASSWORD)
     report = tmp_path / "r.json"
-    result = pipeline(
-        f"{tls_registry.address}/auth", report, "--kernel", "debian", env_vars={"DOCKER_CONFIG": str(config)}
-    )
+    result = pipeline(tls_registry.push, report, "--kernel", "debian", env_vars={"DOCKER_CONFIG": str(config)})
     assert result.returncode == 0, result.stderr[-3000:]
-    tags = tls_registry.tags("auth/kube-router", auth=("ci", PASSWORD))
+    tags = tls_registry.tags(f"{tls_registry.namespace}/kube-router", auth=("ci", PASSWORD))
     assert tags == [env.release_tag("v0.3.2"), env.release_tag("v0.3.2", "-debian-candidate")]
     assert_no_secret(result.stdout, result.stderr, report.read_text())
 
@@ -92,13 +88,13 @@ def test_tls_htpasswd_with_good_credentials(tmp_path: Path, tls_registry, debian
 def test_tls_htpasswd_with_a_wrong_password(tmp_path: Path, tls_registry, debian_image: str, pipeline) -> None:
     config = docker_config(tmp_path, tls_registry.address, "ci", PASSWORD + "-wrong")
     report = tmp_path / "r.json"
-    result = pipeline(f"{tls_registry.address}/auth", report, "--no-smoke", env_vars={"DOCKER_CONFIG": str(config)})
+    result = pipeline(tls_registry.push, report, "--no-smoke", env_vars={"DOCKER_CONFIG": str(config)})
     assert result.returncode == 7
     line = error_line(result.stderr)
     assert "unauthorized" in line.lower() or "authentication required" in line.lower()
     assert "docker login" in line
     assert "retry" not in result.stderr  # a refusal is not retried
-    assert tls_registry.tags("auth/kube-router", auth=("ci", PASSWORD)) == []
+    assert tls_registry.tags(f"{tls_registry.namespace}/kube-router", auth=("ci", PASSWORD)) == []
     assert_no_secret(result.stdout, result.stderr, report.read_text())
 
 
@@ -106,21 +102,19 @@ def test_tls_htpasswd_without_credentials(tmp_path: Path, tls_registry, debian_i
     empty = tmp_path / "empty-docker-config"
     empty.mkdir()
     (empty / "config.json").write_text("{}")
-    result = pipeline(
-        f"{tls_registry.address}/auth", tmp_path / "r.json", "--no-smoke", env_vars={"DOCKER_CONFIG": str(empty)}
-    )
+    result = pipeline(tls_registry.push, tmp_path / "r.json", "--no-smoke", env_vars={"DOCKER_CONFIG": str(empty)})
     assert result.returncode == 7
     assert "docker login" in error_line(result.stderr)
-    assert tls_registry.tags("auth/kube-router", auth=("ci", PASSWORD)) == []
+    assert tls_registry.tags(f"{tls_registry.namespace}/kube-router", auth=("ci", PASSWORD)) == []
 
 
 def test_read_only_registry(tmp_path: Path, debian_image: str, pipeline) -> None:
     with registry(tmp_path / "ro", readonly=True) as reg:
-        result = pipeline(f"{reg.address}/ro", tmp_path / "r.json", "--no-smoke")
+        result = pipeline(reg.push, tmp_path / "r.json", "--no-smoke")
         assert result.returncode == 7
         line = error_line(result.stderr)
         assert "push of" in line
-        assert reg.tags("ro/kube-router") == []
+        assert reg.tags(f"{reg.namespace}/kube-router") == []
 
 
 def test_doctor_sees_the_login_requirement(tmp_path: Path, tls_registry) -> None:  # type: ignore[no-untyped-def]

@@ -58,9 +58,6 @@ def registry() -> str:
 
 # Registry namespaces made by this session: their local tags are removed after the suite.
 NAMESPACES: list[str] = []
-# Registries a test started, or pointed a push at, for itself (host:port): every local tag
-# under them is removed after the suite, since the registry is gone with its test.
-TEST_REGISTRIES: list[str] = []
 
 
 def namespace(prefix: str) -> str:

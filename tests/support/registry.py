@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,14 @@ class TestRegistry:
     root: Path
     process: subprocess.Popen[bytes]
     ca: Path | None = None
+    # What tests push under (``push``): a namespace of this session, so the local tags a
+    # pipeline leaves for it are removed after the suite (tests/support/after_suite.py)
+    # and never mistaken for another session's, whatever port the registry had.
+    namespace: str = field(default_factory=lambda: env.namespace("reg"))
+
+    @property
+    def push(self) -> str:
+        return f"{self.address}/{self.namespace}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -131,7 +139,6 @@ def registry(
     tmp.mkdir(parents=True, exist_ok=True)
     port = _free_port(host)
     address = f"{host}:{port}"
-    env.TEST_REGISTRIES.append(address)
     config: dict[str, object] = {
         "version": 0.1,
         "log": {"level": "warn"},

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,48 @@ def test_a_refusal_early_in_a_large_member_ends_the_decompressing_tool(
     with pytest.raises(UnsafeSourceError, match="contains '..'"):
         kernel.resolve(bad, None, cache)
     assert not (tmp_path / "escape").exists()
+    assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
+
+
+def _with_data_member(deb_path: Path, body: bytes, compression: str) -> Path:
+    """``deb_path`` with its data member replaced by ``body``, compressed."""
+    raw = deb_path.read_bytes()
+    start = raw.index(b"data.tar")
+    member = debs.compress(body, compression)
+    header = f"{'data.tar' + compression:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(member):<10}`\n".encode()
+    deb_path.write_bytes(raw[:start] + header + member + (b"\n" if len(member) % 2 else b""))
+    return deb_path
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME])
+@pytest.mark.parametrize("compression", [".xz", ""])
+def test_a_huge_extended_header_is_refused_before_it_is_read(
+    tmp_path: Path, cache: Cache, kind: bytes, compression: str
+) -> None:
+    # tarfile reads a pax header or a GNU long name into memory whole: 64 MiB of zeros
+    # claimed as one (a few KiB compressed) is refused at its header, not read.
+    info = tarfile.TarInfo("././@PaxHeader" if kind == tarfile.XHDTYPE else "././@LongLink")
+    info.type, info.size = kind, 64 << 20
+    body = info.tobuf(tarfile.USTAR_FORMAT) + bytes(64 << 20) + bytes(1024)
+    path = debs.deb(tmp_path / "linux-image-6.1.0-1-amd64_1_amd64.deb", "linux-image-6.1.0-1-amd64", "1", {})
+    bad = _with_data_member(path, body, compression)
+    with pytest.raises(UnsafeSourceError, match=r"an extended header of 67108864 bytes \(at most 1048576\)"):
+        kernel.resolve(bad, None, cache)
+    assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("compression", [".xz", ".zst"])
+def test_a_large_tail_after_the_archive_is_refused(tmp_path: Path, cache: Cache, compression: str) -> None:
+    # Zeros after the tar's end compress to almost nothing: a few KiB that would unpack to
+    # gigabytes nobody reads. The unpacking stops after 1 MiB of them and says why.
+    if compression == ".zst":
+        needs_tool("zstd")
+    body = debs.tar_bytes({"boot/x": b"x"}, "") + bytes(64 << 20)
+    path = debs.deb(tmp_path / "linux-image-6.1.0-1-amd64_1_amd64.deb", "linux-image-6.1.0-1-amd64", "1", {})
+    bad = _with_data_member(path, body, compression)
+    with pytest.raises(UnsafeSourceError, match="more than 1 MiB follows the archive's end"):
+        kernel.resolve(bad, None, cache)
     assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
 
 

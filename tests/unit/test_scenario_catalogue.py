@@ -95,13 +95,14 @@ def test_the_revision_1_flush_is_expected_to_kill_the_survivor() -> None:
 
 
 def test_dsr_sloppy_sctp_is_the_series_claim() -> None:
-    # the series' sloppy_sctp is set (seen on the wire), but SCTP DSR itself fails from v1.4.0 on:
+    # the series' sloppy_sctp is set (seen on the wire), but SCTP DSR itself fails from v1.3.2 on:
     # the pod answers the INIT from its own address, and that INIT-ACK never leaves the node
     # (captured on v2.7.1 and v2.9.0); v0.3.2's node forwards it and the client accepts it (captured)
     assert verdicts("dsr", V271) == {"dsr-echo": "fail", "sloppy-sctp-set": "pass", "director-switch-survives": "fail"}
     assert verdicts("dsr", V290) == {"dsr-echo": "fail", "sloppy-sctp-set": "fail", "director-switch-survives": "fail"}
     assert verdicts("dsr", V032) == {"dsr-echo": "pass", "sloppy-sctp-set": "n/a", "director-switch-survives": "n/a"}
-    assert [c.Release(v).drops_invalid_state for v in ("v1.3.2", "v1.4.0", "v2.0.1")] == [False, True, True]
+    # the pod firewall's INVALID drop came with v1.3.2 (pod.go:193), not with v1.3.1
+    assert [c.Release(v).drops_invalid_state for v in ("v1.3.1", "v1.3.2", "v1.4.0")] == [False, True, True]
 
 
 def test_v032_differs_where_its_code_does() -> None:

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from .. import bases, config, goproxy, log
+from ..archive import BoundedTarInfo
 from ..cache import Cache, remove_tree
 from ..config import Settings
 from ..download import Downloader
@@ -360,7 +361,7 @@ def _go_tuple(version: str) -> tuple[int, ...]:
 def _read_out(archive: Path, names: tuple[str, ...], prefix: str = "out") -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     try:
-        with tarfile.open(archive) as tar:
+        with tarfile.open(archive, tarinfo=BoundedTarInfo) as tar:
             for member in tar:
                 name = member.name.removeprefix(f"{prefix}/")
                 if name in names and member.isreg() and member.size < (64 << 20):
@@ -529,7 +530,7 @@ def _store(cache: Cache, archive: Path, commands: tuple[str, ...]) -> dict[str, 
     wanted = {f"out/{command}": command for command in commands}
     shas: dict[str, str] = {}
     try:
-        with tarfile.open(archive) as tar:
+        with tarfile.open(archive, tarinfo=BoundedTarInfo) as tar:
             for member in tar:
                 command = wanted.get(member.name)
                 if command is None:

@@ -90,7 +90,7 @@ class Release:
 
     @property
     def drops_invalid_state(self) -> bool:
-        """The pod firewall drops packets in conntrack's INVALID state (v1.4.0+)."""
+        """The pod firewall drops packets in conntrack's INVALID state (v1.3.2+)."""
         return self._semver >= INVALID_DROP_SINCE
 
     @property
@@ -347,11 +347,11 @@ _DSR_DROPPED = (
     "the pod answers the INIT from its own address, not the VIP; that INIT-ACK matches no "
     "conntrack entry and never leaves node A (captured on v2.7.1 and v2.9.0, 2026-11-30: seen "
     "twice on the node, where v0.3.2's is seen three times and reaches the client), which fits "
-    "the pod firewall's rule dropping conntrack's INVALID state since v1.4.0 (\"rule to drop "
+    "the pod firewall's rule dropping conntrack's INVALID state since v1.3.2 (\"rule to drop "
     'invalid state for pod", v2.9.0 network_policy_controller.go:609)'
 )
-# The pod firewall drops conntrack's INVALID state from this release on (pod.go in v1.4.0).
-INVALID_DROP_SINCE = (1, 4, 0)
+# The pod firewall drops conntrack's INVALID state from this release on (v1.3.2 pod.go:193).
+INVALID_DROP_SINCE = (1, 3, 2)
 
 
 def _dsr(part: str, r: Release) -> Expectation:

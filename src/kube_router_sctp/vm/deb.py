@@ -93,7 +93,7 @@ class _Tool:
 
 
 _TAIL = 1 << 20  # more after the archive's end is not a package Debian builds
-_TOOLS = {".zst": _Tool("unzstd", ("-c",), "zstd"), ".xz": _Tool("xz", ("-d", "-c", "-T0"))}
+_TOOLS = {".zst": _Tool("unzstd", ("-c",), "zstd"), ".xz": _Tool("xz", ("-d", "-c", "-T0", "--format=xz"))}
 
 
 def _unpack_with(tool: _Tool, deb: Path, member: ArMember, dest: Path) -> int:
@@ -124,7 +124,8 @@ def _unpack_with(tool: _Tool, deb: Path, member: ArMember, dest: Path) -> int:
         try:
             with open_stream(proc.stdout, deb.name, "r|") as archive:
                 count = extract_tar(archive, dest, deb.name)
-            proc.stdout.read(_TAIL)  # the archive's end padding, so that the tool can finish
+            if len(proc.stdout.read(_TAIL + 1)) > _TAIL:  # the end's padding lets the tool finish
+                raise damaged(deb.name, "more than 1 MiB follows the archive's end")
         except UnsafeSourceError:
             proc.stdout.close()  # a tool still writing ends (SIGPIPE) instead of blocking the wait
             proc.wait()

@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import guestscripts, log, smoke
 from .. import kernelfeatures as kf
+from ..archive import BoundedTarInfo
 from ..cache import Cache, default_root, prune_recent, remove_tree
 from ..engine import Engine
 from ..errors import DockerError, VMError
@@ -267,7 +268,7 @@ def add_tar(writer: CpioWriter, tar_path: Path, skip: Callable[[str], bool] = la
     """Copy a tar's entries into the archive; returns how many. Hard links become cpio
     hard-link groups (the kernel links entries that share an inode number)."""
     count = 0
-    with tarfile.open(tar_path, mode="r:") as archive:
+    with tarfile.open(tar_path, mode="r:", tarinfo=BoundedTarInfo) as archive:
         members = archive.getmembers()
         links: dict[str, int] = {}
         for member in members:
