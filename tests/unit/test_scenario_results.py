@@ -156,3 +156,18 @@ def test_node_bs_own_xtables_lock_replaces_the_default_mount() -> None:
     targets = [t.split(":", 1)[0] for t in own.values()]
     assert sorted(targets) == sorted(set(targets))  # Docker refuses two mounts at one path
     assert own["/run/krs/node-b.xtables.lock"] == "/run/xtables.lock" and "/run/xtables.lock" not in own
+
+
+def test_the_invalid_state_rules_are_read_with_their_chain_and_counters() -> None:
+    header = "    pkts      bytes target     prot opt in     out     source               destination"
+    drop = (
+        "  7  924 DROP  all  --  *  *  0.0.0.0/0  0.0.0.0/0  /* rule to drop invalid state for pod */ ctstate INVALID"
+    )
+    accept = "      40     5120 ACCEPT  all  --  *  *  0.0.0.0/0  0.0.0.0/0  ctstate RELATED,ESTABLISHED"
+    chains = ["Chain INPUT (policy ACCEPT 0 packets, 0 bytes)", header, "Chain KUBE-NWPLCY-COMMON (2 references)"]
+    listing = "\n".join([*chains, header, drop, accept])
+    assert s.invalid_state_rules(listing) == (
+        "KUBE-NWPLCY-COMMON: 7 924 DROP all -- * * 0.0.0.0/0 0.0.0.0/0 /* rule to drop invalid state for pod */ "
+        "ctstate INVALID"
+    )
+    assert s.invalid_state_rules(listing.split("Chain KUBE")[0]) == "(no rule matches conntrack's INVALID state)"

@@ -938,10 +938,13 @@ class Situations:
                 "see the IPVS tables and kube-router's log in the scenario's evidence",
             )
         result.evidence["DSR pod: ip addr"] = self.two.sh_in(pod.netns, "ip", "addr").output
+        drops = "node A's rules for conntrack's INVALID state (packets, bytes)"
+        result.evidence[f"{drops}: before dsr-echo"] = self._invalid_rules(t.NODE_A)
         start = time.monotonic()
         with self.capture(result, t.NODE_A, "dsr-echo"):
             talk = self.talk_once(t.EXT, eip, "dsr")
         self.decide(result, "dsr-echo", talk.pod == pod.ip, start, _said(talk))
+        result.evidence[f"{drops}: after dsr-echo"] = self._invalid_rules(t.NODE_A)
         if self.wanted(result, "sloppy-sctp-set"):
             start = time.monotonic()
             values = {
@@ -954,6 +957,9 @@ class Situations:
         if self.wanted(result, "director-switch-survives"):
             self._director_switch(result, eip)
         self.delete_service("sc-dsr")
+
+    def _invalid_rules(self, ns: str) -> str:
+        return invalid_state_rules(self.two.sh_in(ns, "iptables", "-L", "-v", "-n", "-x").output)
 
     def _director_switch(self, result: SituationResult, eip: str) -> None:
         start = time.monotonic()
@@ -994,3 +1000,17 @@ def _said(talk: Talk) -> str:
         return f"reply {talk.replies[0]['reply']!r}"
     ended = talk.ended
     return f"no reply ({ended.get('error') if ended else 'no output'})"
+
+
+def invalid_state_rules(listing: str) -> str:
+    """The rules of ``iptables -L -v -n -x`` that match conntrack's INVALID state, each
+    with its chain and counters: whether a node dropped a reply that matched no
+    connection (DSR's INIT-ACK from the pod's own address) is read from them."""
+    chain, found = "", []
+    for line in listing.splitlines():
+        words = line.split()
+        if words[:1] == ["Chain"] and len(words) > 1:
+            chain = words[1]
+        elif "INVALID" in words:
+            found.append(f"{chain}: {' '.join(words)}")
+    return "\n".join(found) or "(no rule matches conntrack's INVALID state)"
