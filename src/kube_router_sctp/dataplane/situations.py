@@ -1006,11 +1006,11 @@ def invalid_state_rules(listing: str) -> str:
     """The rules of ``iptables -L -v -n -x`` that match conntrack's INVALID state, each
     with its chain and counters: whether a node dropped a reply that matched no
     connection (DSR's INIT-ACK from the pod's own address) is read from them."""
-    chain, found = "", []
+    chain, found = "", list[str]()
     for line in listing.splitlines():
         words = line.split()
         if words[:1] == ["Chain"] and len(words) > 1:
             chain = words[1]
-        elif "INVALID" in words:
-            found.append(f"{chain}: {' '.join(words)}")
+        elif "INVALID" in words and len(found) < 20:  # the image under test writes these rules
+            found.append(f"{chain}: {' '.join(words)}"[:300])
     return "\n".join(found) or "(no rule matches conntrack's INVALID state)"
