@@ -36,20 +36,36 @@ HINT = "use the archive as published; this one is damaged or hostile"
 # stream that ends early (EOFError) or is corrupt (zlib, lzma; gzip and bz2 raise OSError).
 READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
 MAX_EXTENDED_HEADER = 1 << 20  # a pax header or GNU long name; tarfile reads it whole
+_EXTENDED = frozenset(
+    (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+)
 
 
 class BoundedTarInfo(tarfile.TarInfo):
-    """Members of a tar read from outside: tarfile reads a pax header or a GNU long name
-    into memory whole, so a few KiB of compressed zeros could claim gigabytes of it. Any
-    reader of a tar this tool did not write opens it with ``tarinfo=BoundedTarInfo``."""
+    """Members of a tar read from outside. tarfile reads a pax header or a GNU long name
+    into memory whole, and a sparse member's map block after block, so a few KiB of
+    compressed data could claim gigabytes of either. Extended headers are bounded; sparse
+    members are refused (git, dpkg-deb, Docker and this tool never write one). Any reader
+    of a tar this tool did not write opens it with ``tarinfo=BoundedTarInfo``; each refusal
+    is tarfile's ReadError, a damaged archive in one line wherever the reader catches it."""
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE)
-        if self.type in (*extended, tarfile.SOLARIS_XHDTYPE) and self.size > MAX_EXTENDED_HEADER:
-            # a damaged archive, one line, wherever the reader catches tarfile's errors
+        if self.type in _EXTENDED and self.size > MAX_EXTENDED_HEADER:
             raise tarfile.ReadError(f"an extended header of {self.size} bytes (at most {MAX_EXTENDED_HEADER})")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _sparse(self.name)
         member: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
         return member
+
+    # pax's sparse formats (GNU 0.0, 0.1, 1.0), applied to the member after the header
+    def _proc_gnusparse_00(self, member: tarfile.TarInfo, *_: object) -> None:
+        raise _sparse(member.name)
+
+    _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
+
+
+def _sparse(name: str) -> tarfile.ReadError:
+    return tarfile.ReadError(f"{name!r} is a sparse member, which no archive this tool reads holds")
 
 
 @dataclass(frozen=True)

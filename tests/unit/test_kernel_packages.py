@@ -200,6 +200,41 @@ def test_a_large_tail_after_the_archive_is_refused(tmp_path: Path, cache: Cache,
     assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
 
 
+def _gnu_sparse_chain(blocks: int) -> bytes:
+    """An old-GNU sparse member whose map goes on for ``blocks`` extension blocks: tarfile
+    keeps every entry in memory, and the chain compresses to almost nothing."""
+    header = tarfile.TarInfo("boot/sparse")
+    header.type = tarfile.GNUTYPE_SPARSE
+    raw = bytearray(header.tobuf(tarfile.GNU_FORMAT))
+    raw[482] = 1  # isextended
+    raw[148:156] = b" " * 8
+    raw[148:156] = f"{sum(raw[:512]):06o}\0 ".encode()
+    block = bytearray(512)
+    for i in range(21):
+        block[i * 24 : i * 24 + 24] = b"00000000001\0" * 2
+    block[504] = 1
+    return bytes(raw[:512]) + bytes(block) * blocks + bytes(1024)
+
+
+def _pax_sparse() -> bytes:
+    """A GNU sparse 1.0 member as pax writes it: its map is read from the member's data."""
+    info = tarfile.TarInfo("boot/sparse")
+    info.size = 512
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "9"}
+    return info.tobuf(tarfile.PAX_FORMAT) + b"1\n0\n9\n".ljust(512, b"\0") + bytes(1024)
+
+
+@pytest.mark.parametrize("body", [_gnu_sparse_chain(4096), _pax_sparse()], ids=["gnu-chain", "pax-1.0"])
+def test_a_sparse_member_is_refused(tmp_path: Path, cache: Cache, body: bytes) -> None:
+    # no archive this tool reads holds a sparse member; its map, read block after block
+    # or from the data, is memory a few KiB of compressed input could claim by gigabytes
+    path = debs.deb(tmp_path / "linux-image-6.1.0-1-amd64_1_amd64.deb", "linux-image-6.1.0-1-amd64", "1", {})
+    bad = _with_data_member(path, body, ".xz")
+    with pytest.raises(UnsafeSourceError, match="is a sparse member"):
+        kernel.resolve(bad, None, cache)
+    assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
+
+
 def test_an_xz_member_unpacks_the_same_without_the_xz_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # xz decompresses in a process of its own where it is installed; Python's lzma reads
     # the member where it is not. Both give the same files.

@@ -36,6 +36,8 @@ FLUSH_PATCH = "graceful-flush-sctp-conntrack"
 FLUSH_PER_DESTINATION_PATCH = "graceful-flush-sctp-conntrack-per-destination"
 SLOPPY_DSR_PATCH = "dsr-maglev-sloppy-sctp"
 NATIVE_SINCE = (2, 8, 0)
+# The pod firewall drops conntrack's INVALID state from this release on (v1.3.2 pod.go:193).
+INVALID_DROP_SINCE = (1, 3, 2)
 _PATCH_NAME = re.compile(r"\d{4}-([a-z0-9.-]+)\.patch")
 
 
@@ -350,8 +352,6 @@ _DSR_DROPPED = (
     "2026-11-30: the rule counted 9 packets of 340 bytes, one per INIT-ACK, during the "
     "association's attempt; the client re-sent its INIT)"
 )
-# The pod firewall drops conntrack's INVALID state from this release on (v1.3.2 pod.go:193).
-INVALID_DROP_SINCE = (1, 3, 2)
 
 
 def _dsr(part: str, r: Release) -> Expectation:

@@ -363,8 +363,7 @@ class Situations:
     def _evidence_when_stopped(self, result: SituationResult) -> None:
         """The nodes' tables at the moment a scenario stopped: what its error points at."""
         try:  # briefly: a node that stopped answering must not hold every later scenario
-            for ns in (t.NODE_A, t.NODE_B):
-                result.evidence[f"{ns}: when it stopped"] = self.two.tables(ns, timeout=QUICK)
+            self.snapshot(result, "when it stopped", t.NODE_A, t.NODE_B, timeout=QUICK)
         except DataplaneError as exc:  # the guest may be what stopped it
             result.evidence["when it stopped"] = f"(no tables: {exc.one_line()})"
 
@@ -525,9 +524,9 @@ class Situations:
     def guest_now(self) -> float:
         return guest_seconds(self.node.sh("date +%s.%N").output)
 
-    def snapshot(self, result: SituationResult, label: str, *namespaces: str) -> None:
+    def snapshot(self, result: SituationResult, label: str, *namespaces: str, timeout: int = 120) -> None:
         for ns in namespaces:
-            result.evidence[f"{ns}: {label}"] = self.two.tables(ns)
+            result.evidence[f"{ns}: {label}"] = self.two.tables(ns, timeout)
 
     @contextmanager
     def capture(self, result: SituationResult, ns: str, name: str) -> Iterator[list[sctpwire.Packet]]:
@@ -959,7 +958,7 @@ class Situations:
         self.delete_service("sc-dsr")
 
     def _invalid_rules(self, ns: str) -> str:
-        return invalid_state_rules(self.two.sh_in(ns, "iptables", "-L", "-v", "-n", "-x").output)
+        return invalid_state_rules(self.two.iptables(ns, "-L", "-v", "-n", "-x"))
 
     def _director_switch(self, result: SituationResult, eip: str) -> None:
         start = time.monotonic()

@@ -71,8 +71,13 @@ def unpack(deb: Path, dest: Path) -> int:
         name = next(n for n in package.getnames() if str(n).startswith("data.tar"))
         member = package.getmember(name)
         tool = _TOOLS.get(PurePosixPath(str(name)).suffix)
-        if tool is not None and (tool.package or shutil.which(tool.name)):
-            return _unpack_with(tool, deb, member, dest)
+        path = shutil.which(tool.name) if tool else None
+        if tool and path:
+            return _unpack_with(path, tool.args, deb, member, dest)
+        if tool and tool.package:
+            raise VMError(
+                f"{deb.name}'s data member needs {tool.name}, which is missing", f"apt-get install {tool.package}"
+            )
         with open_stream(member, deb.name) as archive:
             return extract_tar(archive, dest, deb.name)
     except (ArError, DebError, StopIteration) as exc:
@@ -96,16 +101,13 @@ _TAIL = 1 << 20  # more after the archive's end is not a package Debian builds
 _TOOLS = {".zst": _Tool("unzstd", ("-c",), "zstd"), ".xz": _Tool("xz", ("-d", "-c", "-T0", "--format=xz"))}
 
 
-def _unpack_with(tool: _Tool, deb: Path, member: ArMember, dest: Path) -> int:
-    name = tool.name
-    path = shutil.which(name)
-    if path is None:
-        raise VMError(f"{deb.name}'s data member needs {name}, which is missing", f"apt-get install {tool.package}")
+def _unpack_with(path: str, args: tuple[str, ...], deb: Path, member: ArMember, dest: Path) -> int:
+    name = Path(path).name
     # The tool's complaints go to a file, not the terminal: they are hostile input's
     # echo, and the refusal below says what failed in one line.
     with (
         tempfile.TemporaryFile() as errors,
-        subprocess.Popen([path, *tool.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors) as proc,
+        subprocess.Popen([path, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors) as proc,
     ):
         assert proc.stdin is not None and proc.stdout is not None
         stdin = proc.stdin
