@@ -517,6 +517,8 @@ def check_patches_command(ctx: click.Context) -> None:
     def show(row: checkpatches.Row) -> None:
         cells = " ".join(f"{c}={row.cells.get(c, '-')}" for c in checkpatches.COLUMNS)
         log.info(f"{row.version} [{row.series}] {cells} ({row.seconds:.0f}s)")
+        for flake in row.flaky:
+            log.warn(f"{row.version}: flaky upstream test in {flake}")
         if not row.passed and row.detail:
             log.detail(row.detail)
 

@@ -12,6 +12,7 @@ are never logged.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
@@ -41,6 +42,10 @@ _LOADED_NAME_RE = re.compile(r"Loaded image: (\S+)")
 # answered nonsense. Anything else is not Docker's and is left alone.
 _SDK_ERRORS = (docker.errors.DockerException, requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError)
 _PING_API = "1.24"  # any daemon of the last years answers /_ping at this version
+# A container's output is the image's to write, and the image is under test: what is
+# read of one log or one exec is bounded. The end is kept (verdicts and errors are
+# printed last) and the cut is said on the first line.
+OUTPUT_LIMIT = 16 << 20
 
 
 @contextlib.contextmanager
@@ -50,6 +55,32 @@ def _calling(what: str, fix: str = "check the daemon", error: type[PipelineError
         yield
     except _SDK_ERRORS as exc:
         raise error(f"{what}: {_short(exc)}", fix) from exc
+
+
+def bounded_text(chunks: Iterable[bytes], limit: int = OUTPUT_LIMIT) -> str:
+    """Streamed output as text, its last ``limit`` bytes at most; where more came, the
+    first line says how much was dropped."""
+    kept: collections.deque[bytes] = collections.deque()
+    size = dropped = 0
+    for chunk in chunks:
+        kept.append(chunk)
+        size += len(chunk)
+        while size > limit:
+            excess = size - limit
+            first = kept[0]
+            if len(first) <= excess:
+                kept.popleft()
+                size -= len(first)
+                dropped += len(first)
+            else:
+                kept[0] = first[excess:]
+                size -= excess
+                dropped += excess
+    text = b"".join(kept).decode(errors="replace")
+    if dropped:
+        most = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+        text = f"[kube-router-sctp: {dropped} bytes of output dropped, more than {most} came]\n" + text
+    return text
 
 
 def _status(exc: BaseException) -> int | None:
@@ -113,8 +144,9 @@ class Container:
         return int(status.get("StatusCode", -1))
 
     def logs(self) -> str:
+        """The container's output so far (its last ``OUTPUT_LIMIT`` bytes)."""
         with _calling(f"cannot read the log of {self.id[:12]}"):
-            return str(self._api.logs(self.id, stdout=True, stderr=True).decode(errors="replace"))
+            return bounded_text(self._api.logs(self.id, stdout=True, stderr=True, stream=True, follow=False))
 
     def running(self) -> bool:
         with _calling(f"cannot inspect container {self.id[:12]}"):
@@ -130,7 +162,7 @@ class Container:
         """Run a command in the running container; its exit status and output."""
         with _calling(f"cannot exec in {self.id[:12]}", "check the container"):
             run = self._api.exec_create(self.id, command)
-            output = self._api.exec_start(run["Id"]).decode(errors="replace")
+            output = bounded_text(self._api.exec_start(run["Id"], stream=True))
             code = self._api.exec_inspect(run["Id"]).get("ExitCode")
         return RunResult(int(code) if code is not None else -1, output)
 

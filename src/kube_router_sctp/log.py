@@ -60,7 +60,9 @@ _ESCAPE_RE = re.compile(
 # paragraph separators (line breaks to some parsers), zero-width characters and the BOM.
 INVISIBLE = "\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
 UNPRINTABLE = f"\x00-\x1f\x7f-\x9f{INVISIBLE}"  # the body of a character class
-_CONTROL_RE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{INVISIBLE}]")
+# Lone surrogates (a hostile file name decoded with surrogateescape) too: no encoder
+# of a log file or terminal takes them.
+_CONTROL_RE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{INVISIBLE}\ud800-\udfff]")
 
 
 def clean(text: str) -> str:

@@ -297,6 +297,13 @@ def _planned(builder: Engine, image: str, role: str, version: str | None) -> Run
         raise ConfigError(f"{image} is not on {builder.describe()}", "build it first (python build.py build ...)")
     labels = (inspected.get("Config") or {}).get("Labels") or {}
     found = str(labels.get(VERSION_LABEL, ""))
+    if found:
+        # The label is the image's to write: checked here, before anything boots.
+        try:
+            found = validate.kube_router_version(found, f"kube-router version label ({VERSION_LABEL}) of {image}")
+        except ConfigError as exc:
+            fix = "build the image with this tool, or relabel it with a release such as v0.3.2"
+            raise ConfigError(exc.message, fix) from exc
     if version and found and found != version:
         raise ConfigError(
             f"{image} holds kube-router {found}, not {version}",

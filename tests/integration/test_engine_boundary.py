@@ -10,13 +10,14 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from kube_router_sctp.dataplane.node import transfer_image
-from kube_router_sctp.engine import Container, Engine, daemon_answers
+from kube_router_sctp.engine import OUTPUT_LIMIT, Container, Engine, daemon_answers
 from kube_router_sctp.errors import DockerError
 from tests.support import env
 from tests.support.dockerd import second_daemon
@@ -58,6 +59,26 @@ def test_files_copied_out_of_an_image_go_through_the_safe_extractor(tmp_path: Pa
     binary = tmp_path / "bin" / "kube-router"
     assert binary.is_file() and os.access(binary, os.X_OK)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]  # the transfer tar is gone
+
+
+def test_a_flood_of_output_is_read_to_its_last_16_mib(debian_image: str) -> None:
+    """An image under test writes what it likes: 40 MiB on one line, then a verdict. An
+    exec and a log each come back as their last 16 MiB, the verdict kept, the cut said."""
+    engine = env.docker_engine()
+    flood = "head -c 41943040 /dev/zero | tr '\\0' x; echo; echo VERDICT-LAST"
+    label = {"io.github.kube-router-sctp.role": f"test-{uuid.uuid4().hex[:8]}"}
+    with engine.create(debian_image, ["-c", f"{flood}; sleep 60"], entrypoint=["/bin/sh"], labels=label) as box:
+        box.start()
+        ran = box.exec(["/bin/sh", "-c", flood])
+        assert ran.exit_code == 0
+        deadline = time.monotonic() + 120
+        while "VERDICT-LAST" not in (logs := box.logs()) and time.monotonic() < deadline:
+            time.sleep(1)
+        for output in (ran.output, logs):
+            first, rest = output.split("\n", 1)
+            assert first.startswith("[kube-router-sctp: ") and "bytes of output dropped" in first, first[:200]
+            assert len(rest.encode()) == OUTPUT_LIMIT
+            assert rest.endswith("\nVERDICT-LAST\n")
 
 
 @pytest.mark.registry

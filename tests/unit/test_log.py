@@ -37,10 +37,12 @@ def _reset(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         ("zero\u200bwidth\ufeff\u2060", "zero\\u200bwidth\\ufeff\\u2060"),
         ("tab\tand newline\n kept", "tab\tand newline\n kept"),
         ("https://user:pw@host/x", "https://***@host/x"),
+        ("name\udcff.ko", "name\\udcff.ko"),  # a file name's undecodable byte (surrogateescape)
     ],
 )
 def test_clean(raw: str, shown: str) -> None:
     assert log.clean(raw) == shown
+    log.clean(raw).encode()  # anything clean can be written to a UTF-8 log file
 
 
 def test_levels(capsys: pytest.CaptureFixture[str]) -> None:
