@@ -6,9 +6,12 @@ is made by the test (tests/support/debs.py); nothing is downloaded."""
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import re
+import shutil
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -447,3 +450,43 @@ def test_a_kernel_directory_whose_files_are_fifos_does_not_hang(tmp_path: Path, 
     os.mkfifo(fifo)
     with pytest.raises(VMError, match="sctp.ko is not a regular file"):
         kmod.module_bytes(fifo)
+
+
+@pytest.mark.parametrize(("named", "holds"), [(".zst", ".xz"), (".zst", ".gz"), (".xz", ".zst")])
+def test_a_data_member_that_is_not_what_its_name_says_is_refused(
+    tmp_path: Path, cache: Cache, named: str, holds: str
+) -> None:
+    # unzstd reads xz and gzip as well: a member named .zst must hold zstd data.
+    if "zst" in named + holds:
+        needs_tool("zstd")
+    body = debs.tar_bytes({"boot/x": b"x"}, "")
+    path = debs.deb(tmp_path / "linux-image-6.1.0-1-amd64_1_amd64.deb", "linux-image-6.1.0-1-amd64", "1", {})
+    raw = path.read_bytes()
+    start = raw.index(b"data.tar")
+    member = debs.compress(body, holds)
+    header = f"{'data.tar' + named:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(member):<10}`\n".encode()
+    path.write_bytes(raw[:start] + header + member + (b"\n" if len(member) % 2 else b""))
+    with pytest.raises(UnsafeSourceError, match=rf"data\.tar\{named} does not start as"):
+        kernel.resolve(path, None, cache)
+    assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
+
+
+def test_an_xz_member_claiming_a_huge_dictionary_is_refused(tmp_path: Path, cache: Cache) -> None:
+    # The dictionary an xz block claims is what the decoder allocates: a stream of a few
+    # hundred bytes claiming 4 GiB is refused by xz's memory limit, not decoded.
+    if shutil.which("xz") is None:
+        env.missing("needs xz (xz-utils)")
+    body = debs.tar_bytes({"boot/x": b"x"}, "")
+    stream = bytearray(lzma.compress(body, format=lzma.FORMAT_XZ))
+    size = (stream[12] + 1) * 4  # the first block header, after the 12-byte stream header
+    assert stream[13] == 0 and stream[14] == 0x21 and stream[15] == 1  # one filter, LZMA2, one property byte
+    stream[16] = 40  # the largest dictionary LZMA2 can name (4 GiB - 1)
+    stream[12 + size - 4 : 12 + size] = zlib.crc32(bytes(stream[12 : 12 + size - 4])).to_bytes(4, "little")
+    path = debs.deb(tmp_path / "linux-image-6.1.0-1-amd64_1_amd64.deb", "linux-image-6.1.0-1-amd64", "1", {})
+    raw = path.read_bytes()
+    start = raw.index(b"data.tar")
+    header = f"{'data.tar.xz':<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(stream):<10}`\n".encode()
+    path.write_bytes(raw[:start] + header + bytes(stream) + (b"\n" if len(stream) % 2 else b""))
+    with pytest.raises(UnsafeSourceError, match="xz exit 1: .*Memory usage limit reached"):
+        kernel.resolve(path, None, cache)
+    assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())

@@ -71,6 +71,13 @@ def unpack(deb: Path, dest: Path) -> int:
         name = next(n for n in package.getnames() if str(n).startswith("data.tar"))
         member = package.getmember(name)
         tool = _TOOLS.get(PurePosixPath(str(name)).suffix)
+        if tool:
+            # The tool reads what it recognises, whatever the name says (unzstd takes xz
+            # and gzip too): the member must be what its name says.
+            start = member.read(len(tool.magic))
+            member.seek(0)
+            if start != tool.magic:
+                raise damaged(deb.name, f"{name} does not start as {tool.name} reads it ({start[:8].hex()})")
         path = shutil.which(tool.name) if tool else None
         if tool and path:
             return _unpack_with(path, tool.args, deb, member, dest)
@@ -94,11 +101,18 @@ class _Tool:
 
     name: str
     args: tuple[str, ...]
+    magic: bytes
     package: str = ""
 
 
 _TAIL = 1 << 20  # more after the archive's end is not a package Debian builds
-_TOOLS = {".zst": _Tool("unzstd", ("-c",), "zstd"), ".xz": _Tool("xz", ("-d", "-c", "-T0", "--format=xz"))}
+# xz's memory is bounded as a module's is (decompress.py): Debian's packages use 8 MiB
+# dictionaries, and a stream that claims gigabytes is refused. unzstd refuses windows over
+# 128 MiB unless told otherwise.
+_TOOLS = {
+    ".zst": _Tool("unzstd", ("-c",), b"\x28\xb5\x2f\xfd", "zstd"),
+    ".xz": _Tool("xz", ("-d", "-c", "-T0", "--format=xz", "--memlimit-decompress=256MiB"), b"\xfd7zXZ\x00"),
+}
 
 
 def _unpack_with(path: str, args: tuple[str, ...], deb: Path, member: ArMember, dest: Path) -> int:
@@ -146,4 +160,7 @@ def _unpack_with(path: str, args: tuple[str, ...], deb: Path, member: ArMember, 
 def _last_line(tool: str, errors: IO[bytes], code: int) -> str:
     errors.seek(0)
     lines = errors.read(4096).decode(errors="replace").strip().splitlines()
-    return f"{tool} exit {code}: {clean(lines[-1].strip())}" if lines else f"{tool} exit {code}"
+    # The first line is the verdict; xz follows "Memory usage limit reached" with an
+    # estimate of its own that misleads when read alone.
+    lines = [line for line in lines if line.strip()]
+    return f"{tool} exit {code}: {clean(lines[0].strip())}" if lines else f"{tool} exit {code}"
