@@ -12,7 +12,6 @@ are never logged.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import io
 import os
@@ -58,25 +57,27 @@ def _calling(what: str, fix: str = "check the daemon", error: type[PipelineError
 
 
 def bounded_text(chunks: Iterable[bytes], limit: int = OUTPUT_LIMIT) -> str:
-    """Streamed output as text, its last ``limit`` bytes at most; where more came, the
-    first line says how much was dropped."""
-    kept: collections.deque[bytes] = collections.deque()
-    size = dropped = 0
+    """Streamed output as text, its last ``limit`` bytes at most, from the first whole
+    line in them; where more came, the first line says how much was dropped. Memory
+    stays under twice ``limit`` however the output is chunked."""
+    kept = bytearray()
+    dropped = 0
     for chunk in chunks:
-        kept.append(chunk)
-        size += len(chunk)
-        while size > limit:
-            excess = size - limit
-            first = kept[0]
-            if len(first) <= excess:
-                kept.popleft()
-                size -= len(first)
-                dropped += len(first)
-            else:
-                kept[0] = first[excess:]
-                size -= excess
-                dropped += excess
-    text = b"".join(kept).decode(errors="replace")
+        kept += chunk
+        if len(kept) > 2 * limit:
+            dropped += len(kept) - limit
+            del kept[: len(kept) - limit]
+    if len(kept) > limit:
+        dropped += len(kept) - limit
+        del kept[: len(kept) - limit]
+    if dropped:
+        # The cut falls inside a line: drop the rest of it, so that no line is read
+        # without its beginning (a prefix, a "CHECK" or a verdict's start).
+        newline = kept.find(b"\n")
+        if newline >= 0:
+            dropped += newline + 1
+            del kept[: newline + 1]
+    text = kept.decode(errors="replace")
     if dropped:
         most = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
         text = f"[kube-router-sctp: {dropped} bytes of output dropped, more than {most} came]\n" + text

@@ -98,47 +98,39 @@ def test_a_broken_series_fails_check_patches(tmp_path: Path, upstream: Upstream)
 
 
 FLAKY_TEST = """\
-Description: tests: an upstream-like test that {what}
- Made by the suite: check-patches must try an upstream test that fails
- again, pass the cell when a later try passes and name the test, and
- fail it when every try fails.
+Description: tests: make an upstream test fail {what}
+ Made by the suite: check-patches must run a package whose upstream test
+ failed again, pass the cell when a later try passes and name the test,
+ and fail it when every try fails.
 Origin: vendor
 Forwarded: not-needed
 Last-Update: 2026-11-30
 ---
-diff --git a/pkg/controllers/proxy/flaky_upstream_test.go b/pkg/controllers/proxy/flaky_upstream_test.go
-new file mode 100644
---- /dev/null
-+++ b/pkg/controllers/proxy/flaky_upstream_test.go
-@@ -0,0 +1,15 @@
-+package proxy
-+
-+import (
-+\t"os"
-+\t"path/filepath"
-+\t"testing"
-+)
-+
-+func TestFlakyUpstream(t *testing.T) {{
-+\tmarker := filepath.Join(os.TempDir(), "krs-flaky-upstream")
+diff --git a/pkg/utils/pod_cidr_test.go b/pkg/utils/pod_cidr_test.go
+--- a/pkg/utils/pod_cidr_test.go
++++ b/pkg/utils/pod_cidr_test.go
+@@ -17,2 +17,7 @@
+ func Test_GetPodCidrFromCniSpec(t *testing.T) {{
++\tmarker := os.TempDir() + "/krs-flaky-upstream"
 +\tif _, err := os.Stat(marker); err != nil || {always} {{
-+\t\t_ = os.WriteFile(marker, nil, 0o644)
++\t\t_ = ioutil.WriteFile(marker, nil, 0o644)
 +\t\tt.Fatal("this run fails")
 +\t}}
-+}}
+ \ttestcases := []struct {{
 """
 
 
 @pytest.mark.parametrize("always", [False, True], ids=["fails-once", "fails-always"])
 def test_an_upstream_test_that_fails_is_tried_again(always: bool, tmp_path: Path, upstream: Upstream) -> None:
-    """A failing upstream test (not the series' own) runs twice more on its own: a pass
-    on a later try passes the cell and is named as flaky; three failures fail it."""
+    """A package that fails in an upstream test (one the series does not add) runs twice
+    more, whole: a pass on a later try passes the cell and names the test as flaky; three
+    failures fail it, showing the first run."""
     import shutil
 
     project = tmp_path / "project"
     for part in ("patches", "images", "ipvsadm"):
         shutil.copytree(env.PROJECT / part, project / part)
-    what = "always fails" if always else "fails on its first run only"
+    what = "on every run" if always else "on its first run only"
     patch_file = project / "patches" / "kube-router" / "v0.3" / "0008-tests-flaky-upstream-test.patch"
     patch_file.write_text(FLAKY_TEST.format(what=what, always="true" if always else "false"))
     table = tmp_path / "table.md"
@@ -146,11 +138,11 @@ def test_an_upstream_test_that_fails_is_tried_again(always: bool, tmp_path: Path
         "check-patches", "--versions", "v0.3.2", "--base-family", "debian", *upstream.args("v0.3.2"),
         "--table", str(table), env={"KUBE_ROUTER_SCTP_PROJECT_DIR": str(project)}, timeout=3600,
     )  # fmt: skip
-    flaky = "flaky upstream test in ./pkg/controllers/proxy/: TestFlakyUpstream (failed, then passed on try 2 of 3)"
+    flaky = "flaky upstream test in ./pkg/utils/: Test_GetPodCidrFromCniSpec (failed, then passed on try 2 of 3)"
     if always:
         assert result.returncode == 12, result.stderr[-3000:]
         assert "tests=FAIL" in result.stderr and flaky not in result.stderr
-        assert result.stderr.count("this run fails") >= 3, result.stderr[-3000:]  # the first try and two more
+        assert "this run fails" in result.stderr and "(the package failed twice more, whole)" in result.stderr
     else:
         assert result.returncode == 0, result.stderr[-3000:]
         assert "tests=ok" in result.stderr and flaky in result.stderr, result.stderr[-3000:]

@@ -15,10 +15,14 @@ from pathlib import Path
 import pytest
 
 from kube_router_sctp import checkpatches
+from kube_router_sctp.patch import PatchedTree
 
 # The stand-in's behaviour per package: "flaky" fails its first run naming a test and
-# passes after; "broken" fails every run; "panic" fails naming no test; "own" fails naming
-# one of the series' tests; "hostile" fails naming a test whose name is a shell command.
+# passes after; "broken" fails every run; "hidden" names a test on its first run only and
+# fails every run (something the names do not cover); "panic" fails naming no test;
+# "racepanic" names a test and panics; "own" fails naming one of the series' tests;
+# "hostile" fails naming a test whose name is a shell command; "forger" writes a CHECK
+# line where the script once kept its FLAKY lines.
 STAND_IN_GO = r"""#!/bin/sh
 [ "$1" = test ] || exit 0
 eval "pkg=\${$#}"
@@ -28,9 +32,12 @@ runs=$(wc -l <"$count")
 case "$pkg" in
   ./flaky/) if [ "$runs" -eq 1 ]; then echo '--- FAIL: TestRace (10.40s)'; echo FAIL; exit 1; fi; echo ok;;
   ./broken/) echo '--- FAIL: TestBroken (0.01s)'; echo FAIL; exit 1;;
+  ./hidden/) [ "$runs" -eq 1 ] && echo '--- FAIL: TestRace (0.01s)'; echo FAIL; exit 1;;
   ./panic/) echo 'panic: nil map'; echo FAIL; exit 2;;
+  ./racepanic/) echo '--- FAIL: TestRace (0.01s)'; echo 'panic: boom [recovered]'; echo FAIL; exit 2;;
   ./own/) echo '--- FAIL: TestOwnSCTP (0.01s)'; echo FAIL; exit 1;;
   ./hostile/) echo '--- FAIL: Test$(touch "$RUNS/pwned") (0.01s)'; echo FAIL; exit 1;;
+  ./forger/) echo 'CHECK tests 0 0' >"$TMPDIR/flaky.log"; echo '--- FAIL: TestF (0s)'; exit 1;;
   *) echo ok;;
 esac
 """
@@ -52,32 +59,35 @@ def run_script(tmp_path: Path, packages: list[str]) -> tuple[str, Path]:
 
 
 def cell_of(output: str) -> int:
-    match = re.search(r"^CHECK tests (\d+) ", output, re.M)
-    assert match, output
-    return int(match[1])
+    found = re.findall(r"^CHECK tests (\d+) ", output, re.M)
+    assert len(found) == 1, output  # one verdict per step, and only the script's
+    return int(found[0])
 
 
 def test_a_flaky_upstream_test_passes_on_a_second_try_and_is_named(tmp_path: Path) -> None:
     output, runs = run_script(tmp_path, ["./flaky/", "./steady/"])
     assert cell_of(output) == 0, output
     assert "FLAKY ./flaky/ 2 TestRace" in output.splitlines()
-    # The second try ran the failed test alone; the series' -run pattern held on the first.
+    assert checkpatches.flaky_packages(output) == ["./flaky/: TestRace (failed, then passed on try 2 of 3)"]
+    # The second try ran the whole package again, with the series' -run pattern.
     assert (runs / "flaky").read_text().splitlines() == [
-        "test -count=1 -timeout 600s -run ^(TestRace|TestOther)$ ./flaky/",
-        "test -count=1 -timeout 600s -run ^(TestRace)$ ./flaky/",
-    ]
+        "test -count=1 -timeout 600s -run ^(TestRace|TestOther)$ ./flaky/"
+    ] * 2
     assert (runs / "steady").read_text().count("\n") == 1
 
 
-@pytest.mark.parametrize("package", ["./broken/", "./panic/", "./own/", "./hostile/"])
+@pytest.mark.parametrize(
+    "package", ["./broken/", "./hidden/", "./panic/", "./racepanic/", "./own/", "./hostile/", "./forger/"]
+)
 def test_failures_that_are_not_flakes_fail_the_cell(package: str, tmp_path: Path) -> None:
     output, runs = run_script(tmp_path, ["./steady/", package])
     assert cell_of(output) != 0, output
     assert "FLAKY" not in output
     tries = (runs / package.strip("./")).read_text().count("\n")
-    # A test that fails every time gets three tries; our own test, a panic before any
-    # test and a name that is not a Go identifier get none.
-    assert tries == (3 if package == "./broken/" else 1), output
+    # Failures in upstream's tests alone get three tries in all; our own test, a panic
+    # and a name that is not a Go identifier get none.
+    assert tries == (3 if package in ("./broken/", "./hidden/", "./forger/") else 1), output
+    assert checkpatches.flaky_packages(output) == []
     assert not (runs / "pwned").exists()
     assert "  tests| " in output
 
@@ -93,3 +103,17 @@ def test_a_name_or_pattern_that_could_break_the_quoting_is_refused() -> None:
         checkpatches._script(["./a/"], ("tests",), None, ["Test'; rm -rf /"])
     with pytest.raises(ValueError, match="may not hold a quote"):
         checkpatches._script(["./a/"], ("tests",), {"a": "^Test'$"})
+
+
+def test_the_tests_a_series_adds_are_its_own_and_upstreams_are_not(tmp_path: Path) -> None:
+    base = tmp_path / "tree"
+    (base / "pkg").mkdir(parents=True)
+    (base / "pkg" / "a_test.go").write_bytes(b"package pkg\n\nfunc TestUpstream(t *testing.T) {}\n")
+    overlay: dict[str, bytes | None] = {
+        "pkg/a_test.go": b"package pkg\n\nfunc TestUpstream(t *testing.T) {}\nfunc TestAdded(t *testing.T) {}\n",
+        "pkg/b_sctp_test.go": b"package pkg\n\nfunc TestSCTP(t *testing.T) {}\n",
+        "pkg/gone_test.go": None,
+        "pkg/code.go": b"package pkg\n\nfunc TestNotATest() {}\n",
+    }
+    tree = PatchedTree(base, overlay, None, ())  # type: ignore[arg-type]
+    assert checkpatches._added_tests(tree) == {"TestAdded", "TestSCTP"}
