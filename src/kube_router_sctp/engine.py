@@ -58,23 +58,28 @@ def _calling(what: str, fix: str = "check the daemon", error: type[PipelineError
 
 def bounded_text(chunks: Iterable[bytes], limit: int = OUTPUT_LIMIT) -> str:
     """Streamed output as text, its last ``limit`` bytes at most, from the first whole
-    line in them; where more came, the first line says how much was dropped. Memory
-    stays under twice ``limit`` however the output is chunked."""
+    line in them; where more came, the first line says how much was dropped. What is
+    held stays within a few times ``limit`` however the output is chunked."""
     kept = bytearray()
     dropped = 0
+    line_start = True  # whether kept[0] begins a line
     for chunk in chunks:
         kept += chunk
         if len(kept) > 2 * limit:
-            dropped += len(kept) - limit
-            del kept[: len(kept) - limit]
+            cut = len(kept) - limit
+            line_start = kept[cut - 1] == 0x0A
+            dropped += cut
+            del kept[:cut]
     if len(kept) > limit:
-        dropped += len(kept) - limit
-        del kept[: len(kept) - limit]
-    if dropped:
-        # The cut falls inside a line: drop the rest of it, so that no line is read
-        # without its beginning (a prefix, a "CHECK" or a verdict's start).
+        cut = len(kept) - limit
+        line_start = kept[cut - 1] == 0x0A
+        dropped += cut
+        del kept[:cut]
+    if not line_start:
+        # The cut fell inside a line: drop the rest of it, so that no line is read without
+        # its beginning (a prefix, a "CHECK" or a verdict's start), unless it is all there is.
         newline = kept.find(b"\n")
-        if newline >= 0:
+        if 0 <= newline < len(kept) - 1:
             dropped += newline + 1
             del kept[: newline + 1]
     text = kept.decode(errors="replace")

@@ -68,7 +68,10 @@ def test_a_flaky_upstream_test_passes_on_a_second_try_and_is_named(tmp_path: Pat
     output, runs = run_script(tmp_path, ["./flaky/", "./steady/"])
     assert cell_of(output) == 0, output
     assert "FLAKY ./flaky/ 2 TestRace" in output.splitlines()
-    assert checkpatches.flaky_packages(output) == ["./flaky/: TestRace (failed, then passed on try 2 of 3)"]
+    assert checkpatches.flaky_packages(output, ["./flaky/", "./steady/"]) == [
+        "./flaky/: TestRace (failed, then passed on try 2 of 3)"
+    ]
+    assert checkpatches.flaky_packages(output, ["./steady/"]) == []  # a line for a package not checked is no flake
     # The second try ran the whole package again, with the series' -run pattern.
     assert (runs / "flaky").read_text().splitlines() == [
         "test -count=1 -timeout 600s -run ^(TestRace|TestOther)$ ./flaky/"
@@ -87,7 +90,7 @@ def test_failures_that_are_not_flakes_fail_the_cell(package: str, tmp_path: Path
     # Failures in upstream's tests alone get three tries in all; our own test, a panic
     # and a name that is not a Go identifier get none.
     assert tries == (3 if package in ("./broken/", "./hidden/", "./forger/") else 1), output
-    assert checkpatches.flaky_packages(output) == []
+    assert checkpatches.flaky_packages(output, ["./steady/", package]) == []
     assert not (runs / "pwned").exists()
     assert "  tests| " in output
 
@@ -117,3 +120,11 @@ def test_the_tests_a_series_adds_are_its_own_and_upstreams_are_not(tmp_path: Pat
     }
     tree = PatchedTree(base, overlay, None, ())  # type: ignore[arg-type]
     assert checkpatches._added_tests(tree) == {"TestAdded", "TestSCTP"}
+
+
+def test_a_step_with_more_than_one_verdict_line_failed() -> None:
+    # The code under check shares the container: a CHECK line of its own, before or after
+    # the script's, fails the step instead of passing it.
+    forged = "CHECK vet 1 3\n  vet| bad\nCHECK vet 0 0\nCHECK build 0 5\n"
+    assert checkpatches._results(forged) == {"vet": (1, 0), "build": (0, 5)}
+    assert checkpatches._results("CHECK tests 0 0\nCHECK tests 1 9\n") == {"tests": (1, 9)}

@@ -22,6 +22,7 @@ from kube_router_sctp.download import Downloader
 from kube_router_sctp.errors import KernelUnsupportedError, UnsafeSourceError, VerificationError, VMError
 from kube_router_sctp.vm import cpio, deb, debian, kernel
 from kube_router_sctp.vm import modules as kmod
+from kube_router_sctp.vm.decompress import decompress
 from tests.support import debs, env
 
 
@@ -471,22 +472,59 @@ def test_a_data_member_that_is_not_what_its_name_says_is_refused(
     assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
 
 
-def test_an_xz_member_claiming_a_huge_dictionary_is_refused(tmp_path: Path, cache: Cache) -> None:
-    # The dictionary an xz block claims is what the decoder allocates: a stream of a few
-    # hundred bytes claiming 4 GiB is refused by xz's memory limit, not decoded.
-    if shutil.which("xz") is None:
-        env.missing("needs xz (xz-utils)")
-    body = debs.tar_bytes({"boot/x": b"x"}, "")
+def _huge_dictionary_xz(body: bytes) -> bytes:
+    """``body`` as xz whose block claims a 4 GiB dictionary (what liblzma would allocate)."""
     stream = bytearray(lzma.compress(body, format=lzma.FORMAT_XZ))
     size = (stream[12] + 1) * 4  # the first block header, after the 12-byte stream header
     assert stream[13] == 0 and stream[14] == 0x21 and stream[15] == 1  # one filter, LZMA2, one property byte
     stream[16] = 40  # the largest dictionary LZMA2 can name (4 GiB - 1)
     stream[12 + size - 4 : 12 + size] = zlib.crc32(bytes(stream[12 : 12 + size - 4])).to_bytes(4, "little")
+    return bytes(stream)
+
+
+@pytest.mark.parametrize(
+    ("named", "prefix", "without_xz", "refusal"),
+    [
+        (".xz", "", False, r"xz exit 1: .*Memory usage limit reached"),
+        (".xz", "", True, r"[Mm]emory usage limit"),  # Python's lzma, where xz is missing
+        (".zst", "empty zstd frame", False, r"holds data that is not zstd at byte 13 \(fd377a58\)"),
+        (".gz", "", False, r"is damaged or truncated"),  # read as gzip, as named
+        ("", "", False, r"is damaged or truncated"),  # read as a plain tar, as named
+    ],
+)
+def test_an_xz_stream_claiming_a_huge_dictionary_is_refused_whatever_the_name(
+    tmp_path: Path,
+    cache: Cache,
+    monkeypatch: pytest.MonkeyPatch,
+    named: str,
+    prefix: str,
+    without_xz: bool,
+    refusal: str,
+) -> None:
+    # The dictionary an xz block claims is what the decoder allocates: a stream of a few
+    # hundred bytes claiming 4 GiB is refused by a memory limit, or for not being what
+    # its name says (unzstd reads xz frames after a zstd one, with no limit), never decoded.
+    if named == ".zst":
+        needs_tool("zstd")
+    elif named == ".xz" and not without_xz and shutil.which("xz") is None:
+        env.missing("needs xz (xz-utils)")
+    member = (debs.compress(b"", ".zst") if prefix else b"") + _huge_dictionary_xz(debs.tar_bytes({"boot/x": b"x"}, ""))
+    if without_xz:
+        real_which = shutil.which
+        monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "xz" else real_which(name, *a, **k))
     path = debs.deb(tmp_path / "linux-image-6.1.0-1-amd64_1_amd64.deb", "linux-image-6.1.0-1-amd64", "1", {})
     raw = path.read_bytes()
     start = raw.index(b"data.tar")
-    header = f"{'data.tar.xz':<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(stream):<10}`\n".encode()
-    path.write_bytes(raw[:start] + header + bytes(stream) + (b"\n" if len(stream) % 2 else b""))
-    with pytest.raises(UnsafeSourceError, match="xz exit 1: .*Memory usage limit reached"):
+    header = f"{'data.tar' + named:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(member):<10}`\n".encode()
+    path.write_bytes(raw[:start] + header + member + (b"\n" if len(member) % 2 else b""))
+    with pytest.raises(UnsafeSourceError, match=refusal):
         kernel.resolve(path, None, cache)
     assert not list((cache.root / "kernels").glob("*")) and not list((cache.root / "tmp").iterdir())
+
+
+def test_a_zst_module_holding_another_format_is_refused() -> None:
+    needs_tool("zstd")
+    data = debs.compress(b"", ".zst") + lzma.compress(b"\x7fELF" + bytes(100))
+    with pytest.raises(VMError, match="sctp.ko.zst is damaged \\(it holds data that is not zstd at byte"):
+        decompress(data, "zst", 1 << 20, "sctp.ko.zst")
+    assert decompress(debs.compress(b"\x7fELF", ".zst") * 2, "zst", 1 << 20, "x.ko.zst") == b"\x7fELF" * 2

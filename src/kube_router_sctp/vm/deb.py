@@ -28,6 +28,8 @@ from debian.debfile import DebError, DebFile
 from ..archive import READ_ERRORS, damaged, extract_tar, open_stream
 from ..errors import UnsafeSourceError, VMError
 from ..log import clean
+from ..safefs import Readable
+from .decompress import ZSTD_MAGIC, XzReader, zstd_frames_only
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,11 @@ def unpack(deb: Path, dest: Path) -> int:
             member.seek(0)
             if start != tool.magic:
                 raise damaged(deb.name, f"{name} does not start as {tool.name} reads it ({start[:8].hex()})")
+            if tool.name == "unzstd":
+                foreign = zstd_frames_only(member)
+                member.seek(0)
+                if foreign:
+                    raise damaged(deb.name, f"{name}: {foreign}")
         path = shutil.which(tool.name) if tool else None
         if tool and path:
             return _unpack_with(path, tool.args, deb, member, dest)
@@ -85,7 +92,20 @@ def unpack(deb: Path, dest: Path) -> int:
             raise VMError(
                 f"{deb.name}'s data member needs {tool.name}, which is missing", f"apt-get install {tool.package}"
             )
-        with open_stream(member, deb.name) as archive:
+        # Read as the name says, never by what the content looks like: tarfile's "r|*"
+        # would take any compression, and its xz reader has no memory limit.
+        suffix = PurePosixPath(str(name)).suffix if str(name) != "data.tar" else ""
+        stream: Readable
+        if suffix == ".xz":
+            stream, mode = XzReader(member), "r|"
+        elif suffix in _PYTHON_MODES:
+            stream, mode = member, _PYTHON_MODES[suffix]
+        else:
+            raise VMError(
+                f"{deb.name}'s data member {name} is compressed in a way this tool does not read",
+                "pass a kernel .deb as Debian publishes it (data.tar.xz, .zst, .gz or .bz2)",
+            )
+        with open_stream(stream, deb.name, mode) as archive:
             return extract_tar(archive, dest, deb.name)
     except (ArError, DebError, StopIteration) as exc:
         raise VMError(f"{deb.name} is damaged ({exc})", "download the package again") from exc
@@ -106,11 +126,12 @@ class _Tool:
 
 
 _TAIL = 1 << 20  # more after the archive's end is not a package Debian builds
+_PYTHON_MODES = {"": "r|", ".gz": "r|gz", ".bz2": "r|bz2"}
 # xz's memory is bounded as a module's is (decompress.py): Debian's packages use 8 MiB
 # dictionaries, and a stream that claims gigabytes is refused. unzstd refuses windows over
 # 128 MiB unless told otherwise.
 _TOOLS = {
-    ".zst": _Tool("unzstd", ("-c",), b"\x28\xb5\x2f\xfd", "zstd"),
+    ".zst": _Tool("unzstd", ("-c",), ZSTD_MAGIC, "zstd"),
     ".xz": _Tool("xz", ("-d", "-c", "-T0", "--format=xz", "--memlimit-decompress=256MiB"), b"\xfd7zXZ\x00"),
 }
 

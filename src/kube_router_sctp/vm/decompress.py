@@ -9,12 +9,13 @@ most ``limit + 1`` bytes. zstd is the standard library's from Python 3.14, else 
 
 from __future__ import annotations
 
+import io
 import lzma
 import shutil
 import subprocess
 import threading
 import zlib
-from typing import IO
+from typing import IO, Protocol
 
 from ..errors import VMError
 
@@ -25,6 +26,96 @@ _DAMAGED_HINT = "the kernel package is damaged: download it again"
 _XZ_MEMLIMIT = 256 << 20
 # Streams (xz) or members (gzip) one after another, as `xz -d`/`gunzip` read them.
 _MAX_PARTS = 64
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# A zstd block holds at most 128 KiB: a kernel package's data is some 800 of them.
+_MAX_ZSTD_BLOCKS = 1_000_000
+
+
+class XzReader(io.RawIOBase):
+    """An xz stream read through liblzma with the memory limit above, for tarfile's
+    stream mode (``r|``): tarfile's own xz reader allocates whatever dictionary a header
+    asks for."""
+
+    def __init__(self, source: Seekable) -> None:
+        super().__init__()
+        self._source = source
+        self._decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        while not self._decoder.eof:
+            data = b""
+            if self._decoder.needs_input:
+                data = self._source.read(1 << 20)
+                if not data:
+                    raise EOFError("the xz stream ends early")
+            out = self._decoder.decompress(data, max_length=size if size and size > 0 else -1)
+            if out:
+                return out
+        return b""
+
+
+class Seekable(Protocol):
+    def read(self, size: int) -> bytes: ...
+    def seek(self, offset: int, whence: int = 0) -> object: ...
+
+
+def zstd_frames_only(stream: Seekable) -> str:
+    """Why ``stream`` is not zstd frames alone, or "" when it is. The ``zstd`` tool reads
+    xz, lzma and gzip frames as well, whatever the file is called, and its xz decoder
+    has no memory limit: data that claims to be zstd is walked frame by frame and block
+    by block first (headers only; the content is skipped)."""
+    offset = 0
+    blocks = 0
+
+    def take(size: int) -> bytes:
+        nonlocal offset
+        data = stream.read(size)
+        offset += len(data)
+        return data
+
+    def skip(size: int) -> None:
+        nonlocal offset
+        stream.seek(size, 1)
+        offset += size
+
+    while magic := take(4):
+        start = offset - len(magic)
+        if magic == ZSTD_MAGIC:
+            descriptor = take(1)
+            if not descriptor:
+                return ""  # cut short: the tool says so
+            fhd = descriptor[0]
+            if fhd & 0x08:
+                return f"a zstd frame at byte {start} sets a reserved bit"
+            single = fhd >> 5 & 1
+            skip((0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + (single, 2, 4, 8)[fhd >> 6])
+            while True:
+                header = take(3)
+                if len(header) < 3:
+                    return ""
+                blocks += 1
+                if blocks > _MAX_ZSTD_BLOCKS:
+                    return f"more than {_MAX_ZSTD_BLOCKS} zstd blocks"
+                value = int.from_bytes(header, "little")
+                kind = value >> 1 & 3
+                if kind == 3:
+                    return f"a zstd block at byte {offset - 3} has the reserved type"
+                skip(1 if kind == 1 else value >> 3)
+                if value & 1:
+                    break
+            if fhd & 0x04:
+                skip(4)  # the content checksum
+        elif len(magic) == 4 and magic[1:] == b"\x2a\x4d\x18" and magic[0] & 0xF0 == 0x50:
+            size = take(4)
+            if len(size) < 4:
+                return ""
+            skip(int.from_bytes(size, "little"))  # a skippable frame
+        else:
+            return f"it holds data that is not zstd at byte {start} ({magic.hex()})"
+    return ""
 
 
 def decompress(data: bytes, kind: str, limit: int, what: str) -> bytes:
@@ -88,6 +179,9 @@ def _unzstd_tool(data: bytes, limit: int, what: str) -> tuple[bytes, bool]:
     tool = shutil.which("zstd")
     if tool is None:
         raise VMError(f"{what} is zstd-compressed and this Python has no zstd support", "apt-get install zstd")
+    foreign = zstd_frames_only(io.BytesIO(data))
+    if foreign:
+        raise VMError(f"{what} is damaged ({foreign})", _DAMAGED_HINT)
     with subprocess.Popen(
         [tool, "-dc", "-q"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:
