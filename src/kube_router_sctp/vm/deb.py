@@ -75,16 +75,17 @@ def unpack(deb: Path, dest: Path) -> int:
         tool = _TOOLS.get(PurePosixPath(str(name)).suffix)
         if tool:
             # The tool reads what it recognises, whatever the name says (unzstd takes xz
-            # and gzip too): the member must be what its name says.
-            start = member.read(len(tool.magic))
-            member.seek(0)
-            if start != tool.magic:
-                raise damaged(deb.name, f"{name} does not start as {tool.name} reads it ({start[:8].hex()})")
-            if tool.name == "unzstd":
+            # and gzip too): the member must be what its name says. zstd data is walked
+            # frame by frame (pzstd's starts with a skippable frame); xz is its magic.
+            if tool.magic == ZSTD_MAGIC:
                 foreign = zstd_frames_only(member)
-                member.seek(0)
                 if foreign:
                     raise damaged(deb.name, f"{name}: {foreign}")
+            else:
+                start = member.read(len(tool.magic))
+                if start != tool.magic:
+                    raise damaged(deb.name, f"{name} does not start as {tool.name} reads it ({start[:8].hex()})")
+            member.seek(0)
         path = shutil.which(tool.name) if tool else None
         if tool and path:
             return _unpack_with(path, tool.args, deb, member, dest)
@@ -106,7 +107,10 @@ def unpack(deb: Path, dest: Path) -> int:
                 "pass a kernel .deb as Debian publishes it (data.tar.xz, .zst, .gz or .bz2)",
             )
         with open_stream(stream, deb.name, mode) as archive:
-            return extract_tar(archive, dest, deb.name)
+            count = extract_tar(archive, dest, deb.name)
+        if mode == "r|":
+            _check_tail(stream, deb.name)
+        return count
     except (ArError, DebError, StopIteration) as exc:
         raise VMError(f"{deb.name} is damaged ({exc})", "download the package again") from exc
     finally:
@@ -176,6 +180,19 @@ def _unpack_with(path: str, args: tuple[str, ...], deb: Path, member: ArMember, 
         if proc.returncode:
             raise damaged(deb.name, _last_line(name, errors, proc.returncode))
     return count
+
+
+def _check_tail(stream: Readable, label: str) -> None:
+    """What follows the archive's end, as the tool path reads it: padding, or another
+    xz stream, but not more than 1 MiB of it, and nothing damaged."""
+    tail = 0
+    try:
+        while chunk := stream.read(1 << 16):
+            tail += len(chunk)
+            if tail > _TAIL:
+                raise damaged(label, "more than 1 MiB follows the archive's end")
+    except READ_ERRORS as exc:
+        raise damaged(label, f"after the archive's end: {exc}") from exc
 
 
 def _last_line(tool: str, errors: IO[bytes], code: int) -> str:

@@ -27,34 +27,51 @@ _XZ_MEMLIMIT = 256 << 20
 # Streams (xz) or members (gzip) one after another, as `xz -d`/`gunzip` read them.
 _MAX_PARTS = 64
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# A zstd block holds at most 128 KiB: a kernel package's data is some 800 of them.
-_MAX_ZSTD_BLOCKS = 1_000_000
+# A zstd block holds at most 128 KiB: a kernel package's data is some 800 of them. Blocks
+# and skippable frames count alike.
+_MAX_ZSTD_BLOCKS = 100_000
 
 
 class XzReader(io.RawIOBase):
-    """An xz stream read through liblzma with the memory limit above, for tarfile's
-    stream mode (``r|``): tarfile's own xz reader allocates whatever dictionary a header
-    asks for."""
+    """An xz file read through liblzma with the memory limit above, for tarfile's stream
+    mode (``r|``): tarfile's own xz reader allocates whatever dictionary a header asks
+    for. Like ``xz -d``, it reads streams one after another with zero padding between
+    them, and refuses anything else after a stream."""
 
     def __init__(self, source: Seekable) -> None:
         super().__init__()
         self._source = source
         self._decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
+        self._streams = 1
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        while not self._decoder.eof:
-            data = b""
-            if self._decoder.needs_input:
+        if size == 0:
+            return b""
+        want = size if size and size > 0 else 1 << 20
+        while True:
+            if self._decoder.eof:
+                data = self._decoder.unused_data.lstrip(b"\0")
+                while not data:  # stream padding, or the end
+                    more = self._source.read(1 << 20)
+                    if not more:
+                        return b""
+                    data = more.lstrip(b"\0")
+                self._streams += 1
+                if self._streams > _MAX_PARTS:
+                    raise lzma.LZMAError(f"more than {_MAX_PARTS} xz streams")
+                self._decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
+            elif self._decoder.needs_input:
                 data = self._source.read(1 << 20)
                 if not data:
                     raise EOFError("the xz stream ends early")
-            out = self._decoder.decompress(data, max_length=size if size and size > 0 else -1)
+            else:
+                data = b""
+            out = self._decoder.decompress(data, max_length=want)
             if out:
                 return out
-        return b""
 
 
 class Seekable(Protocol):
@@ -109,6 +126,9 @@ def zstd_frames_only(stream: Seekable) -> str:
             if fhd & 0x04:
                 skip(4)  # the content checksum
         elif len(magic) == 4 and magic[1:] == b"\x2a\x4d\x18" and magic[0] & 0xF0 == 0x50:
+            blocks += 1  # counted like a block: a walk through millions of them is refused
+            if blocks > _MAX_ZSTD_BLOCKS:
+                return f"more than {_MAX_ZSTD_BLOCKS} zstd blocks"
             size = take(4)
             if len(size) < 4:
                 return ""
