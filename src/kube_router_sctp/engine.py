@@ -63,18 +63,20 @@ def bounded_text(chunks: Iterable[bytes], limit: int = OUTPUT_LIMIT) -> str:
     kept = bytearray()
     dropped = 0
     line_start = True  # whether kept[0] begins a line
-    for chunk in chunks:
-        kept += chunk
-        if len(kept) > 2 * limit:
-            cut = len(kept) - limit
-            line_start = kept[cut - 1] == 0x0A
-            dropped += cut
-            del kept[:cut]
-    if len(kept) > limit:
-        cut = len(kept) - limit
+
+    def keep_last(size: int) -> None:
+        nonlocal dropped, line_start
+        cut = len(kept) - size
         line_start = kept[cut - 1] == 0x0A
         dropped += cut
         del kept[:cut]
+
+    for chunk in chunks:
+        kept += chunk
+        if len(kept) > 2 * limit:  # trimmed now and then, not per chunk: linear time
+            keep_last(limit)
+    if len(kept) > limit:
+        keep_last(limit)
     if not line_start:
         # The cut fell inside a line: drop the rest of it, so that no line is read without
         # its beginning (a prefix, a "CHECK" or a verdict's start), unless it is all there is.

@@ -165,8 +165,7 @@ def _unpack_with(path: str, args: tuple[str, ...], deb: Path, member: ArMember, 
         try:
             with open_stream(proc.stdout, deb.name, "r|") as archive:
                 count = extract_tar(archive, dest, deb.name)
-            if len(proc.stdout.read(_TAIL + 1)) > _TAIL:  # the end's padding lets the tool finish
-                raise damaged(deb.name, "more than 1 MiB follows the archive's end")
+            _check_tail(proc.stdout, deb.name)  # reading the end's padding lets the tool finish
         except UnsafeSourceError:
             proc.stdout.close()  # a tool still writing ends (SIGPIPE) instead of blocking the wait
             proc.wait()
@@ -183,8 +182,9 @@ def _unpack_with(path: str, args: tuple[str, ...], deb: Path, member: ArMember, 
 
 
 def _check_tail(stream: Readable, label: str) -> None:
-    """What follows the archive's end, as the tool path reads it: padding, or another
-    xz stream, but not more than 1 MiB of it, and nothing damaged."""
+    """What follows the archive's end, decompressed: padding, or another xz stream, but
+    not more than 1 MiB of it, and nothing damaged. Both paths read it (a tool or
+    Python's lzma)."""
     tail = 0
     try:
         while chunk := stream.read(1 << 16):

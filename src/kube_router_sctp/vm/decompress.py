@@ -85,7 +85,12 @@ def zstd_frames_only(stream: Seekable) -> str:
     has no memory limit: data that claims to be zstd is walked frame by frame and block
     by block first (headers only; the content is skipped)."""
     offset = 0
-    blocks = 0
+    blocks = 0  # blocks and skippable frames alike: a walk through millions is refused
+
+    def too_many() -> bool:
+        nonlocal blocks
+        blocks += 1
+        return blocks > _MAX_ZSTD_BLOCKS
 
     def take(size: int) -> bytes:
         nonlocal offset
@@ -113,8 +118,7 @@ def zstd_frames_only(stream: Seekable) -> str:
                 header = take(3)
                 if len(header) < 3:
                     return ""
-                blocks += 1
-                if blocks > _MAX_ZSTD_BLOCKS:
+                if too_many():
                     return f"more than {_MAX_ZSTD_BLOCKS} zstd blocks"
                 value = int.from_bytes(header, "little")
                 kind = value >> 1 & 3
@@ -126,8 +130,7 @@ def zstd_frames_only(stream: Seekable) -> str:
             if fhd & 0x04:
                 skip(4)  # the content checksum
         elif len(magic) == 4 and magic[1:] == b"\x2a\x4d\x18" and magic[0] & 0xF0 == 0x50:
-            blocks += 1  # counted like a block: a walk through millions of them is refused
-            if blocks > _MAX_ZSTD_BLOCKS:
+            if too_many():
                 return f"more than {_MAX_ZSTD_BLOCKS} zstd blocks"
             size = take(4)
             if len(size) < 4:
