@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from kube_router_sctp.cache import Cache
 from kube_router_sctp.errors import VMError
 from kube_router_sctp.vm import cpio, kernel
 from kube_router_sctp.vm import modules as kmod
+from tests.support import env
 from tests.support.debs import bzimage, elf_module
 
 VERSION = "6.1.0-99-amd64"
@@ -140,6 +142,50 @@ def test_modules_land_decompressed_in_load_order(ipvs_tree: Path) -> None:
     found = {e.name: e for e in cpio.read_entries(io.BytesIO(buffer.getvalue()))}
     for path in paths:
         assert found[path.lstrip("/")].data[:4] == b"\x7fELF"  # .xz and .gz were unpacked
+
+
+def indexed(modules: list[kmod.Module], scratch: Path) -> tuple[list[str], dict[str, bytes]]:
+    buffer = io.BytesIO()
+    with cpio.CpioWriter(buffer) as writer:
+        paths = kmod.add_indexed(writer, modules, ".krs", scratch)
+    return paths, {e.name: e.data for e in cpio.read_entries(io.BytesIO(buffer.getvalue())) if e.data}
+
+
+def test_one_modprobe_finds_every_module_through_depmods_index(ipvs_tree: Path, tmp_path: Path) -> None:
+    """The kernel smoke's modules: decompressed, in load order, with depmod's index of
+    them under a fixed release name, so that the guest's one ``modprobe -d .krs -S
+    0.0-krs -a NAMES`` finds each. Read here by the host's own modprobe, dry run."""
+    env.require_binary("depmod", "kmod")
+    modprobe = env.require_binary("modprobe", "kmod")
+    modules = kmod.ModuleIndex.load(ipvs_tree).resolve(["ip_vs_rr", "sctp"])
+    scratch = tmp_path / "scratch"
+    paths, files = indexed(modules, scratch)
+    assert paths == sorted(paths) and paths[-1].endswith("/sctp.ko")
+    assert all(p.startswith("/.krs/lib/modules/0.0-krs/") for p in paths)
+    assert all(files[p.lstrip("/")][:4] == b"\x7fELF" for p in paths)  # .xz and .gz were unpacked
+    assert ".krs/lib/modules/0.0-krs/modules.dep.bin" in files
+    guest = tmp_path / "guest"
+    for name, data in files.items():
+        (guest / name).parent.mkdir(parents=True, exist_ok=True)
+        (guest / name).write_bytes(data)
+    (guest / ".krs" / "modprobe.conf").write_text("")
+    names = [p.rsplit("/", 1)[-1].removesuffix(".ko") for p in paths]
+    harness = guest / ".krs"
+    command = [modprobe, "-n", "-v", "-d", str(harness), "-S", "0.0-krs", "-C", str(harness / "modprobe.conf")]
+    shown = subprocess.run([*command, "-a", "--", *names], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0, shown.stderr
+    loaded = [line.split()[1] for line in shown.stdout.splitlines() if line.startswith("insmod ")]
+    assert {Path(p).name for p in loaded} == {f"{n}.ko" for n in names}, shown.stdout
+
+
+def test_without_depmod_the_modules_come_without_an_index(
+    ipvs_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guest then loads each with insmod, in order (kernelsmoke-init.sh)."""
+    monkeypatch.setattr(kmod.shutil, "which", lambda _name: None)
+    modules = kmod.ModuleIndex.load(ipvs_tree).resolve(["ip_vs_rr"])
+    paths, files = indexed(modules, tmp_path / "scratch")
+    assert sorted(files) == sorted(p.lstrip("/") for p in paths)
 
 
 # -- locating a kernel ----------------------------------------------------------------

@@ -6,9 +6,10 @@ The initramfs is two cpio archives end to end, which the kernel unpacks in turn:
   started container), rewritten as cpio. It depends on the image alone, so it is built
   once per image ID and cached (``<cache>/initramfs/``): a new kernel costs nothing here;
 - the kernel's part: the modules the check needs (decided from the kernel's own config,
-  dependencies first, decompressed, loaded with ``insmod`` by explicit path since the image
-  has no index for this kernel), the device nodes, the init and the check
-  (``resources/guest/``). Small; also cached, per kernel and check.
+  dependencies first, decompressed, with depmod's index of just them: the init loads them
+  with one ``modprobe -a``, and with ``insmod`` by path what that did not load), the device
+  nodes, the init and the check (``resources/guest/``). Small; also cached, per kernel and
+  check.
 The init runs the check, writes its exit status to the status port and powers the guest
 off; the status decides the verdict, the console is the evidence. The kernel's
 architecture picks the QEMU: an arm64 kernel boots an arm64 image's file system under
@@ -180,6 +181,7 @@ def _kernel_part(
         "kernel": str(kernel_files.modules_dir),
         "init": init,
         "script": script,
+        "index": shutil.which("depmod") is not None,  # a part built without one is rebuilt with one
     }
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
     target = cache.root / "initramfs" / f"kernel-{key}.cpio"
@@ -188,16 +190,19 @@ def _kernel_part(
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_suffix(f".{time.monotonic_ns()}.part")
+    scratch = cache.scratch("kernel-part-")
     try:
         with open_initramfs(part) as writer:
             writer.directory("dev")
             add_device_nodes(writer)
             writer.file("init", init.encode(), mode=0o755)
             writer.file(f"{_DIR}/smoke.sh", script.encode(), mode=0o755)
-            kmod.add_to_initramfs(writer, plan.modules, f"{_DIR}/modules")
+            writer.file(f"{_DIR}/modprobe.conf", b"# the smoke guest's modprobe: no options, no aliases\n")
+            kmod.add_indexed(writer, plan.modules, _DIR, scratch)
         part.replace(target)
     finally:
         part.unlink(missing_ok=True)
+        remove_tree(scratch)
     prune_recent(target.parent, "kernel-*.cpio", _KEEP_KERNEL_PARTS)
     return target
 

@@ -15,16 +15,40 @@ KUBE_ROUTER_VERSION=@KUBE_ROUTER_VERSION@
 IPVSADM_VERSION=@IPVSADM_VERSION@
 CHECK_VERSIONS=@CHECK_VERSIONS@
 
+# Text is read with the shell's own builtins, not grep, awk or head: under QEMU's TCG
+# every program started costs about 0.1 s, and the kernel smoke's verdict is timed.
+nl='
+'
 fail() { code=$1; shift; echo "SMOKE-FAIL $code $*"; exit "$code"; }
 port_of() { case $1 in sctp) echo "$SCTP_PORT" ;; tcp) echo "$TCP_PORT" ;; udp) echo "$UDP_PORT" ;; esac; }
 upper() { case $1 in sctp) echo SCTP ;; tcp) echo TCP ;; udp) echo UDP ;; esac; }
+# listed NAME ADDRESS REAL: 0 when $table has the service line "NAME ADDRESS rr" and, in
+# that service's lines, "-> REAL Masq"; 1 when the service is missing, 2 the real server.
+listed() {
+    service=no real=no inside=no
+    while read -r first second third _rest; do
+        case $first in
+            TCP | UDP | SCTP | FWM)
+                inside=no
+                if [ "$first" = "$1" ] && [ "$second" = "$2" ] && [ "$third" = rr ]; then
+                    service=yes inside=yes
+                fi ;;
+            "->") if [ "$inside" = yes ] && [ "$second" = "$3" ] && [ "$third" = Masq ]; then real=yes; fi ;;
+        esac
+    done <<TABLE
+$table
+TABLE
+    [ "$service" = yes ] || return 1
+    [ "$real" = yes ] || return 2
+}
 
 for bin in kube-router gobgp ipvsadm ipset iptables; do
     command -v "$bin" >/dev/null 2>&1 || fail 13 "missing binary: $bin"
 done
 # CAP_NET_ADMIN is bit 12 of the effective capability set.
-cap=$(awk '/^CapEff/ {print $2}' /proc/self/status)
-case "$cap" in *[0-9a-f]) ;; *) cap=0 ;; esac
+cap=0
+while read -r key value _rest; do [ "$key" = CapEff: ] && cap=$value; done </proc/self/status
+case "$cap" in *[!0-9a-f]* | "") cap=0 ;; esac
 if [ $(( 0x$cap >> 12 & 1 )) -ne 1 ]; then fail 12 "CapEff=$cap lacks CAP_NET_ADMIN"; fi
 out=$(ipvsadm -Ln 2>&1) || {
     echo "$out"
@@ -34,9 +58,9 @@ out=$(ipvsadm -Ln 2>&1) || {
     case "$out" in *"ermission denied"*|*"not permitted"*) fail 12 "ipvsadm -Ln: $out" ;; esac
     fail 10 "ipvsadm -Ln: $out"
 }
-kv=$(kube-router --version 2>&1 | head -n 1); echo "kube-router: $kv"
-iv=$(ipvsadm --version 2>&1 | head -n 1); echo "ipvsadm: $iv"
-gv=$(gobgp --version 2>&1 | head -n 1); echo "gobgp: $gv"
+kv=$(kube-router --version 2>&1); kv=${kv%%"$nl"*}; echo "kube-router: $kv"
+iv=$(ipvsadm --version 2>&1); iv=${iv%%"$nl"*}; echo "ipvsadm: $iv"
+gv=$(gobgp --version 2>&1); gv=${gv%%"$nl"*}; echo "gobgp: $gv"
 if [ "$CHECK_VERSIONS" = yes ]; then
     case "$kv" in *"version $KUBE_ROUTER_VERSION,"*) ;; *) fail 16 "kube-router says: $kv" ;; esac
     case "$iv" in *"v$IPVSADM_VERSION "*) ;; *) fail 16 "ipvsadm says: $iv" ;; esac
@@ -55,9 +79,11 @@ echo "$table"
 for proto in tcp udp sctp; do
     port=$(port_of "$proto")
     name=$(upper "$proto")
-    echo "$table" | grep -Eq "^$name +$VIP:$port +rr" || fail 14 "$name service not listed as $name"
-    ipvsadm -Ln "--$proto-service" "$VIP:$port" | grep -Eq -- "-> +$REAL:$port +Masq" \
-        || fail 14 "$name real server not listed"
+    listed "$name" "$VIP:$port" "$REAL:$port"
+    case $? in
+        1) fail 14 "$name service not listed as $name" ;;
+        2) fail 14 "$name real server not listed" ;;
+    esac
 done
 ipset create krs-smoke hash:ip,port timeout 0 2>/dev/null || ipset create krs-smoke hash:ip,port
 # Protocol 132 by number: musl's protocol table has no "sctp".
