@@ -113,6 +113,13 @@ def test_modules_dep_is_used_when_present(tmp_path: Path) -> None:
     assert order == ["e", "c", "b", "a"]
 
 
+def test_a_nul_byte_in_modules_dep_is_a_damaged_package(tmp_path: Path) -> None:
+    root = modules_dir(tmp_path, {"a.ko": elf_module(depends="")})
+    (root / "modules.dep").write_text("kernel/a\0.ko:\n")
+    with pytest.raises(VMError, match="NUL byte"):
+        kmod.ModuleIndex.load(root).resolve(["a"])
+
+
 def test_builtin_modules_are_skipped_and_missing_ones_named(ipvs_tree: Path) -> None:
     index = kmod.ModuleIndex.load(ipvs_tree)
     assert index.resolve(["udp_tunnel"]) == []
@@ -144,26 +151,24 @@ def test_modules_land_decompressed_in_load_order(ipvs_tree: Path) -> None:
         assert found[path.lstrip("/")].data[:4] == b"\x7fELF"  # .xz and .gz were unpacked
 
 
-def indexed(modules: list[kmod.Module], scratch: Path) -> tuple[list[str], dict[str, bytes]]:
+def indexed(modules: list[kmod.Module]) -> tuple[list[str], dict[str, bytes]]:
     buffer = io.BytesIO()
     with cpio.CpioWriter(buffer) as writer:
-        paths = kmod.add_indexed(writer, modules, ".krs", scratch)
+        paths = kmod.add_indexed(writer, modules, ".krs")
     return paths, {e.name: e.data for e in cpio.read_entries(io.BytesIO(buffer.getvalue())) if e.data}
 
 
-def test_one_modprobe_finds_every_module_through_depmods_index(ipvs_tree: Path, tmp_path: Path) -> None:
-    """The kernel smoke's modules: decompressed, in load order, with depmod's index of
-    them under a fixed release name, so that the guest's one ``modprobe -d .krs -S
-    0.0-krs -a NAMES`` finds each. Read here by the host's own modprobe, dry run."""
-    env.require_binary("depmod", "kmod")
+def test_one_modprobe_finds_every_module_through_the_index(ipvs_tree: Path, tmp_path: Path) -> None:
+    """The kernel smoke's modules: decompressed, in load order, with a ``modules.dep.bin``
+    the tool writes itself under a fixed release name, so that the guest's one ``modprobe
+    -d .krs -S 0.0-krs -a -- NAMES`` finds each and loads them in the order named. Read
+    here by the host's own kmod modprobe (the guest's program), dry run."""
     modprobe = env.require_binary("modprobe", "kmod")
     modules = kmod.ModuleIndex.load(ipvs_tree).resolve(["ip_vs_rr", "sctp"])
-    scratch = tmp_path / "scratch"
-    paths, files = indexed(modules, scratch)
+    paths, files = indexed(modules)
     assert paths == sorted(paths) and paths[-1].endswith("/sctp.ko")
     assert all(p.startswith("/.krs/lib/modules/0.0-krs/") for p in paths)
     assert all(files[p.lstrip("/")][:4] == b"\x7fELF" for p in paths)  # .xz and .gz were unpacked
-    assert ".krs/lib/modules/0.0-krs/modules.dep.bin" in files
     guest = tmp_path / "guest"
     for name, data in files.items():
         (guest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -175,17 +180,41 @@ def test_one_modprobe_finds_every_module_through_depmods_index(ipvs_tree: Path, 
     shown = subprocess.run([*command, "-a", "--", *names], capture_output=True, text=True, check=False)
     assert shown.returncode == 0, shown.stderr
     loaded = [line.split()[1] for line in shown.stdout.splitlines() if line.startswith("insmod ")]
-    assert {Path(p).name for p in loaded} == {f"{n}.ko" for n in names}, shown.stdout
+    assert loaded == [str(guest) + p for p in paths], shown.stdout  # each once, in the order named
+    # a name the index lacks is not found: the lookup really goes through it
+    missing = subprocess.run([*command, "nf_nat"], capture_output=True, text=True, check=False)
+    assert missing.returncode != 0 and "not found" in missing.stderr
 
 
-def test_without_depmod_the_modules_come_without_an_index(
-    ipvs_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The guest then loads each with insmod, in order (kernelsmoke-init.sh)."""
-    monkeypatch.setattr(kmod.shutil, "which", lambda _name: None)
-    modules = kmod.ModuleIndex.load(ipvs_tree).resolve(["ip_vs_rr"])
-    paths, files = indexed(modules, tmp_path / "scratch")
-    assert sorted(files) == sorted(p.lstrip("/") for p in paths)
+def test_the_index_holds_many_names_sharing_prefixes(tmp_path: Path) -> None:
+    """ip_set, ip_set_hash_ip, ip_set_hash_ipport...: keys that are prefixes of others."""
+    modprobe = env.require_binary("modprobe", "kmod")
+    names = ["ip_set", "ip_set_hash_ip", "ip_set_hash_ipport", "ip_set_hash_ipportip", "ip_vs", "ip_vs_rr", "x" * 55]
+    root = tmp_path / "lib" / "modules" / "0.0-krs"
+    root.mkdir(parents=True)
+    (root / "modules.dep.bin").write_bytes(kmod.kmod_index({n: f"{i}/{n}.ko:" for i, n in enumerate(names)}))
+    for i, name in enumerate(names):
+        (root / str(i)).mkdir()
+        (root / str(i) / f"{name}.ko").write_bytes(b"\x7fELF")
+    (tmp_path / "empty.conf").write_text("")
+    command = [modprobe, "-n", "-v", "-d", str(tmp_path), "-S", "0.0-krs", "-C", str(tmp_path / "empty.conf")]
+    shown = subprocess.run([*command, "-a", "--", *reversed(names)], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0, shown.stderr
+    loaded = [Path(line.split()[1]).name for line in shown.stdout.splitlines() if line.startswith("insmod ")]
+    assert loaded == [f"{n}.ko" for n in reversed(names)]
+    for absent in ("ip_se", "ip_set_hash", "ip_vs_r", "x" * 54):
+        result = subprocess.run([*command, absent], capture_output=True, text=True, check=False)
+        assert result.returncode != 0, absent
+
+
+@pytest.mark.parametrize("name", [".", "a.b", "a b", "-r", "x" * 56, "nf\nconntrack", "ip_vs*"])
+def test_a_module_name_no_kernel_would_take_is_refused(tmp_path: Path, name: str) -> None:
+    """The names reach the guest's shell and modprobe: only what a kernel module's name
+    can be passes (letters, digits, underscore, at most 55)."""
+    path = tmp_path / "odd.ko"
+    path.write_bytes(elf_module(name="odd", depends=""))
+    with pytest.raises(VMError, match="no kernel module's name"):
+        indexed([kmod.Module(name, path)])
 
 
 # -- locating a kernel ----------------------------------------------------------------

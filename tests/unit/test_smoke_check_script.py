@@ -87,8 +87,21 @@ def test_a_good_table_passes_and_versions_are_first_lines(tmp_path: Path) -> Non
          .replace("UDP  10.254.125.172:32002 rr\n", "UDP  10.254.125.172:32002 rr\n  -> 172.20.1.6:32000 Masq 1 0 0\n"),
          "SMOKE-FAIL 14 SCTP real server not listed"),
         (GOOD.replace("TCP  10.254.125.172:32001 rr", "TCP  10.254.125.172:32001 wrr"), "SMOKE-FAIL 14 TCP service"),
+        # a service is a line's start; an indented one is not a service
+        (GOOD.replace("SCTP 10.254.125.172:32000 rr", "  SCTP 10.254.125.172:32000 rr"), "SMOKE-FAIL 14 SCTP service"),
+        # a real server belongs to the service line right above its indented block
+        (GOOD.replace("  -> 172.20.1.6:32000", "IPv6 other\n  -> 172.20.1.6:32000"),
+         "SMOKE-FAIL 14 SCTP real server not listed"),
     ],
-    ids=["no-sctp-service", "sctp-listed-as-tcp", "not-masq", "real-server-under-another-service", "not-rr"],
+    ids=[
+        "no-sctp-service",
+        "sctp-listed-as-tcp",
+        "not-masq",
+        "real-server-under-another-service",
+        "not-rr",
+        "service-line-indented",
+        "real-server-after-another-line",
+    ],
 )  # fmt: skip
 def test_a_table_that_lacks_a_part_names_it(tmp_path: Path, table: str, says: str) -> None:
     result = run_check(tmp_path, table)

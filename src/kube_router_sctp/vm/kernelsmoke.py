@@ -6,8 +6,8 @@ The initramfs is two cpio archives end to end, which the kernel unpacks in turn:
   started container), rewritten as cpio. It depends on the image alone, so it is built
   once per image ID and cached (``<cache>/initramfs/``): a new kernel costs nothing here;
 - the kernel's part: the modules the check needs (decided from the kernel's own config,
-  dependencies first, decompressed, with depmod's index of just them: the init loads them
-  with one ``modprobe -a``, and with ``insmod`` by path what that did not load), the device
+  dependencies first, decompressed, with an index of just them: the init loads them with
+  one ``modprobe -a``, and with ``insmod`` by path what that did not load), the device
   nodes, the init and the check (``resources/guest/``). Small; also cached, per kernel and
   check.
 The init runs the check, writes its exit status to the status port and powers the guest
@@ -181,7 +181,6 @@ def _kernel_part(
         "kernel": str(kernel_files.modules_dir),
         "init": init,
         "script": script,
-        "index": shutil.which("depmod") is not None,  # a part built without one is rebuilt with one
     }
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
     target = cache.root / "initramfs" / f"kernel-{key}.cpio"
@@ -190,7 +189,6 @@ def _kernel_part(
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_suffix(f".{time.monotonic_ns()}.part")
-    scratch = cache.scratch("kernel-part-")
     try:
         with open_initramfs(part) as writer:
             writer.directory("dev")
@@ -198,11 +196,10 @@ def _kernel_part(
             writer.file("init", init.encode(), mode=0o755)
             writer.file(f"{_DIR}/smoke.sh", script.encode(), mode=0o755)
             writer.file(f"{_DIR}/modprobe.conf", b"# the smoke guest's modprobe: no options, no aliases\n")
-            kmod.add_indexed(writer, plan.modules, _DIR, scratch)
+            kmod.add_indexed(writer, plan.modules, _DIR)
         part.replace(target)
     finally:
         part.unlink(missing_ok=True)
-        remove_tree(scratch)
     prune_recent(target.parent, "kernel-*.cpio", _KEEP_KERNEL_PARTS)
     return target
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import re
-import shutil
 import struct
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +106,11 @@ class ModuleIndex:
             target, sep, rest = line.partition(":")
             if not sep:
                 continue
+            if "\0" in line:
+                raise VMError(
+                    f"{root}/modules.dep has a NUL byte in a line ({line[:80]!r})",
+                    "the kernel package is damaged or hostile: use the package as Debian publishes it",
+                )
             if target.startswith("/") or ".." in Path(target).parts:
                 raise VMError(
                     f"{root}/modules.dep names a path outside the modules directory ({target!r})",
@@ -328,8 +331,14 @@ def _find_section(handle: BinaryIO, wanted: str, what: str) -> bytes:
 # The modules a guest loads from its initramfs live under ``<harness>/lib/modules/0.0-krs/``:
 # a fixed name, so that no release string a package chose reaches a path or a command line
 # (the guest's ``modprobe -S 0.0-krs`` reads the same directory whatever ``uname -r`` says).
-INDEX_RELEASE = "0.0-krs"  # depmod takes only a name that starts as a version
-_INDEX_FILES = re.compile(r"modules\.[a-z.]{1,32}")  # what depmod writes beside the modules
+INDEX_RELEASE = "0.0-krs"
+# What the kernel accepts as a module's name (MODULE_NAME_LEN is 64 with the NUL and the
+# pointer-sized tail), and what a guest's shell and modprobe are given.
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_]{1,55}")
+# kmod's index format (libkmod-index.c): a big-endian header, then trie nodes whose offset
+# carries what the node holds.
+_INDEX_MAGIC, _INDEX_VERSION = 0xB007F457, 0x00020001
+_NODE_CHILDREN, _NODE_VALUES = 0x20000000, 0x40000000
 
 
 def add_to_initramfs(writer: CpioWriter, modules: list[Module], directory: str) -> list[str]:
@@ -345,50 +354,63 @@ def add_to_initramfs(writer: CpioWriter, modules: list[Module], directory: str) 
     return written
 
 
-def add_indexed(writer: CpioWriter, modules: list[Module], directory: str, scratch: Path) -> list[str]:
+def add_indexed(writer: CpioWriter, modules: list[Module], directory: str) -> list[str]:
     """Write the modules, decompressed, as ``DIR/lib/modules/0.0-krs/NN/name.ko`` (``NN``
-    sorts in load order, so a guest's loop over ``*/*.ko`` loads them correctly) and,
-    where the host has ``depmod``, its index of them: one ``modprobe -a`` in the guest
-    then loads them all (each ``insmod`` of the image's kmod is the exec of a dynamically
-    linked program, about 0.1 s under TCG). Returns the modules' paths in the archive."""
+    sorts in load order, so a guest's loop over ``*/*.ko`` loads them correctly) with a
+    ``modules.dep.bin`` naming each: one ``modprobe -a NAMES`` in the guest then loads them
+    all, in the order given (each ``insmod`` of the image's kmod is the exec of a
+    dynamically linked program, about 0.1 s under TCG). The index is written here, not by
+    the host's ``depmod``: that would parse the package's module bytes, hostile input, in a
+    C program running as root. Returns the modules' paths in the archive."""
+    for module in modules:
+        if not _MODULE_NAME.fullmatch(module.name):
+            raise VMError(
+                f"{module.path} is named {module.name!r}, which is no kernel module's name",
+                "the kernel package is damaged or hostile: use the package as Debian publishes it",
+            )
     width = len(str(len(modules)))
     base = f"{directory.strip('/')}/lib/modules/{INDEX_RELEASE}"
-    tree = scratch / "lib" / "modules" / INDEX_RELEASE
-    written = []
+    written, lines = [], {}
     for number, module in enumerate(modules, 1):
         rel = f"{number:0{width}d}/{module.name}.ko"
-        data = module_bytes(module.path)
-        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tree / rel).write_bytes(data)
-        writer.file(f"{base}/{rel}", data, mode=0o644)
+        writer.file(f"{base}/{rel}", module_bytes(module.path), mode=0o644)
         written.append(f"/{base}/{rel}")
-    for name, data in index_files(scratch, modules).items():
-        writer.file(f"{base}/{name}", data, mode=0o644)
+        # No dependencies listed: the guest names every module, dependencies first.
+        lines[module.name] = f"{rel}:"
+    writer.file(f"{base}/modules.dep", "".join(f"{line}\n" for line in lines.values()).encode(), mode=0o644)
+    writer.file(f"{base}/modules.dep.bin", kmod_index(lines), mode=0o644)
     return written
 
 
-def index_files(scratch: Path, modules: list[Module]) -> dict[str, bytes]:
-    """depmod's index of the modules written under ``scratch/lib/modules/0.0-krs``; none when
-    the host has no depmod or depmod fails (the guest then loads each module with insmod)."""
-    depmod = shutil.which("depmod")
-    if not modules:
-        return {}
-    if depmod is None:
-        log.detail("depmod is not installed: the guest loads its modules one insmod at a time (apt-get install kmod)")
-        return {}
-    config = scratch / "depmod.conf"  # the host's depmod.d plays no part
-    config.write_text("")
-    command = [depmod, "-b", str(scratch), "-C", str(config), INDEX_RELEASE]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    except subprocess.TimeoutExpired:
-        result = None
-    if result is None or result.returncode != 0:
-        said = log.clean((result.stderr.strip().splitlines() or ["no output"])[-1]) if result else "timed out"
-        log.detail(f"depmod could not index the guest's modules ({said}): the guest loads them one insmod at a time")
-        return {}
-    tree = scratch / "lib" / "modules" / INDEX_RELEASE
-    return {p.name: p.read_bytes() for p in sorted(tree.iterdir()) if p.is_file() and _INDEX_FILES.fullmatch(p.name)}
+def kmod_index(entries: dict[str, str]) -> bytes:
+    """A kmod index file mapping each key to its one value: a trie with a node per
+    character (no prefix nodes), children before their parent, as ``index_mm_search``
+    reads it. Keys are module names (ASCII, at most 55 characters)."""
+    trie: dict[int | None, object] = {}
+    for key, value in entries.items():
+        node = trie
+        for char in key.encode("ascii"):
+            node = node.setdefault(char, {})  # type: ignore[assignment]
+        node[None] = value
+    out = bytearray(12)
+
+    def write(node: dict[int | None, object]) -> int:
+        children = {char: write(child) for char, child in node.items() if char is not None}  # type: ignore[arg-type]
+        offset, flags = len(out), 0
+        if children:
+            flags |= _NODE_CHILDREN
+            first, last = min(children), max(children)
+            out.extend(bytes((first, last)))
+            for char in range(first, last + 1):
+                out.extend(struct.pack(">I", children.get(char, 0)))
+        if None in node:
+            flags |= _NODE_VALUES
+            out.extend(struct.pack(">II", 1, 0) + str(node[None]).encode() + b"\0")
+        return offset | flags
+
+    root = write(trie)
+    struct.pack_into(">III", out, 0, _INDEX_MAGIC, _INDEX_VERSION, root)
+    return bytes(out)
 
 
 # -- from what the kernel needs to what a guest loads ------------------------------------

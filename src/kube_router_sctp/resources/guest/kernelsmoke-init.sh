@@ -26,9 +26,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 command -v insmod >/dev/null 2>&1 || { echo "KRS-INIT: no insmod in the image"; report 97; }
-# The modules are $HARNESS/lib/modules/0.0-krs/NN/NAME.ko, NN in load order, with depmod's
-# index beside them when the host had depmod: one modprobe loads them all (each insmod is
-# an exec, about 0.1 s under TCG). What it did not load gets an insmod of its own, in order.
+# The modules are $HARNESS/lib/modules/0.0-krs/NN/NAME.ko, NN in load order, with an index
+# of their names beside them: one modprobe loads them all, in the order named (each insmod
+# is an exec, about 0.1 s under TCG). What it did not load gets an insmod of its own.
 set --
 for module in "$HARNESS"/lib/modules/0.0-krs/*/*.ko; do
     [ -e "$module" ] || continue

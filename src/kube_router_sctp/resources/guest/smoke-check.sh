@@ -22,18 +22,27 @@ nl='
 fail() { code=$1; shift; echo "SMOKE-FAIL $code $*"; exit "$code"; }
 port_of() { case $1 in sctp) echo "$SCTP_PORT" ;; tcp) echo "$TCP_PORT" ;; udp) echo "$UDP_PORT" ;; esac; }
 upper() { case $1 in sctp) echo SCTP ;; tcp) echo TCP ;; udp) echo UDP ;; esac; }
-# listed NAME ADDRESS REAL: 0 when $table has the service line "NAME ADDRESS rr" and, in
-# that service's lines, "-> REAL Masq"; 1 when the service is missing, 2 the real server.
+# listed NAME ADDRESS REAL: 0 when $table has the service line "NAME ADDRESS rr" (at the
+# line's start, as ipvsadm prints services) and, among the indented lines under it,
+# "-> REAL Masq"; 1 when the service is missing, 2 the real server.
 listed() {
-    service=no real=no inside=no
-    while read -r first second third _rest; do
-        case $first in
-            TCP | UDP | SCTP | FWM)
+    name=$1 address=$2 real_address=$3 service=no real=no inside=no
+    while IFS= read -r line; do
+        set -f
+        # shellcheck disable=SC2086 # the line's words, split on purpose (globbing off)
+        set -- $line
+        set +f
+        case $line in
+            " "* | "	"*)
+                if [ "$inside" = yes ] && [ "${1:-}" = "->" ] && [ "${2:-}" = "$real_address" ] \
+                    && [ "${3:-}" = Masq ]; then
+                    real=yes
+                fi ;;
+            *)
                 inside=no
-                if [ "$first" = "$1" ] && [ "$second" = "$2" ] && [ "$third" = rr ]; then
+                if [ "${1:-}" = "$name" ] && [ "${2:-}" = "$address" ] && [ "${3:-}" = rr ]; then
                     service=yes inside=yes
                 fi ;;
-            "->") if [ "$inside" = yes ] && [ "$second" = "$3" ] && [ "$third" = Masq ]; then real=yes; fi ;;
         esac
     done <<TABLE
 $table
