@@ -44,6 +44,8 @@ def test_two_platform_manifest_list_runs_on_both(tmp_path: Path, v032_debian_arg
         assert record["image"] == platforms[platform], platform
         assert {"linux/amd64": "-amd64 under QEMU", "linux/arm64": "-arm64 under QEMU"}[platform] in record["host"]
         assert "SCTP" in record["ipvs_table"], platform
+        # the guest loaded every module with one modprobe, through the tool's index
+        assert record["modules_by_one_modprobe"] == len(record["modules_loaded"]) > 0, record
 
     manifest = requests.get(
         f"http://{registry}/v2/{ns}/kube-router/manifests/{env.release_tag('v0.3.2')}",

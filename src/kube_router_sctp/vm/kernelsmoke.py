@@ -116,6 +116,8 @@ def run(
             smoke.interpret(exit_code, output, where)
             timings = {"prepare": round(prepared.seconds, 2), "boot_and_check": round(booted, 2)}
             details: dict[str, Any] = {"kernel": kernel_files.record(), **prepared.plan.record(), "timings": timings}
+            one = re.search(r"^KRS-INIT: (\d{1,4}) of \d{1,4} modules loaded by one modprobe", guest.console(), re.M)
+            details["modules_by_one_modprobe"] = int(one[1]) if one else 0
             details["kernel"]["booted_as"] = "bzImage" if boot_kernel == kernel_files.vmlinuz else "uncompressed (PVH)"
             return SmokeResult(True, where, image, smoke.ipvs_table(output), output, time.monotonic() - start, details)
     finally:
