@@ -9,9 +9,9 @@ All of these carry the ``release_tier`` marker, deselected by default (``pytest 
 release_tier tests/integration/test_scenarios.py``): every scenario on v2.7.1, v0.3.2 and
 v2.9.0 (native SCTP, the upstream anchor), and two controls of v2.7.1 built without one
 series patch each: the DSR patch (sloppy_sctp, a part that depends on it) and the conntrack
-flush (on whose absence no part failed on the wire). CI runs the scenarios of v2.7.1 whose every
-part the wire has confirmed, inside the v2.7.1 dataplane proof
-(``tests/integration/test_dataplane.py``: no boot of its own). docs/dataplane.md
+flush (on whose absence no part failed on the wire). CI runs all eight scenarios of v2.7.1
+inside the v2.7.1 dataplane proof (``tests/integration/test_dataplane.py``: no boot of its
+own). docs/dataplane.md
 ("Scenarios") holds the results of the runs so far and what the wire contradicted.
 """
 
