@@ -49,7 +49,7 @@ from .qemu import Guest, Machine, free_port
 
 # 5: procps (sysctl per namespace); 4: python3 for the scenarios' SCTP program; 3: modules on a disk of their own
 RECIPE_VERSION = 5
-MODULES_RECIPE = 1
+MODULES_RECIPE = 2  # 2: depmod runs as nobody in namespaces of its own (modules.depmod_command)
 SUITE = "bookworm"
 PACKAGES = (
     "docker.io",
@@ -201,9 +201,8 @@ def modules_disk(kernel: KernelFiles, cache: Cache) -> Path:
     with cache.lock(f"modules-disk-{key}"):
         if target.is_file():
             return target
-        for tool, package in (("depmod", "kmod"), ("mkfs.ext4", "e2fsprogs")):
-            if shutil.which(tool) is None:
-                raise VMError(f"{tool} is not installed", f"apt-get install {package}")
+        if shutil.which("mkfs.ext4") is None:
+            raise VMError("mkfs.ext4 is not installed", "apt-get install e2fsprogs")
         work = cache.scratch("modules-disk-")
         try:
             with log.step("modules disk", f"kernel {kernel.version}"):
@@ -211,7 +210,8 @@ def modules_disk(kernel: KernelFiles, cache: Cache) -> Path:
                 # build/source point at headers elsewhere: never followed, never needed.
                 skip = shutil.ignore_patterns("vmlinuz", "build", "source")
                 shutil.copytree(kernel.modules_dir, tree, symlinks=True, ignore=skip)
-                _run(["depmod", "-b", str(work / "root"), kernel.version], "depmod of the kernel's modules", 600)
+                with kmod.depmod_command(work / "root", kernel.version) as depmod:
+                    _run(depmod, "depmod of the kernel's modules", 600)
                 used = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
                 image = work / "modules.img"
                 with image.open("wb") as handle:
