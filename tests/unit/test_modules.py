@@ -7,11 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
-import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -266,77 +262,3 @@ def test_from_paths_accepts_the_parent_modules_directory(tmp_path: Path, ipvs_tr
         kernel.from_paths(ipvs_tree / "modules.builtin", ipvs_tree)
     with pytest.raises(VMError, match="needs --modules"):
         kernel.resolve(vmlinuz, None, Cache(tmp_path / "cache"))
-
-
-# -- depmod for the Docker-host guest's modules disk ------------------------------------
-def _as_root() -> None:
-    if os.geteuid() != 0:
-        env.missing("runs depmod in namespaces of its own, which needs root (as the tool runs on release machines)")
-
-
-def test_depmod_indexes_the_modules_as_nobody_in_its_own_namespaces(ipvs_tree: Path) -> None:
-    """The real depmod, sandboxed, writes the same index as depmod run plainly."""
-    _as_root()
-    env.require_binary("depmod", "kmod")
-    base = ipvs_tree.parents[2]
-    with kmod.depmod_command(base, VERSION) as command:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    written = {p.name: p.read_bytes() for p in ipvs_tree.glob("modules.*") if p.name != "modules.builtin"}
-    assert "modules.dep.bin" in written and "modules.alias.bin" in written
-    # root's again afterwards, the directory and what depmod wrote
-    assert ipvs_tree.stat().st_uid == 0 and all((ipvs_tree / n).stat().st_uid == 0 for n in written)
-    for name in written:
-        (ipvs_tree / name).unlink()
-    subprocess.run(["depmod", "-b", str(base), VERSION], capture_output=True, check=True, timeout=60)
-    assert {p.name: p.read_bytes() for p in ipvs_tree.glob("modules.*") if p.name != "modules.builtin"} == written
-
-
-STAND_IN_DEPMOD = """#!/bin/sh
-# A stand-in for a depmod that a hostile module took over: it reports who it is and tries
-# what such a program would. $2 is the base directory, $3 the release.
-out="$2/lib/modules/$3/report"
-{{
-  echo "uid=$(id -u) pid=$$"
-  if echo owned > {forbidden} 2>/dev/null; then echo "wrote-outside"; else echo "outside-refused"; fi
-  if echo owned > "$2/lib/modules/$3/kernel/net/owned" 2>/dev/null; then echo "wrote-module-dir"; fi
-  grep -q CapEff:.0000000000000000 /proc/self/status && echo "no-capabilities"
-  [ "$(cat /proc/net/dev | wc -l)" -le 3 ] && echo "no-network"
-}} > "$out"
-sleep 300 &  # left behind: must end with depmod
-echo $! >> "$out"
-"""
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A root-owned directory that any user can enter (the stand-in runs as nobody)."""
-    directory = Path(tempfile.mkdtemp(prefix="krs-depmod-test-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory)
-
-
-def test_a_hostile_depmod_can_write_nothing_but_its_index(ipvs_tree: Path, open_dir: Path) -> None:
-    """What a module that took depmod over could do: not write outside the release
-    directory (here: a root-owned directory it can enter), not into the modules' own
-    directories, no capabilities, no network, and nothing it starts outlives it."""
-    _as_root()
-    forbidden = open_dir / "root-only"
-    forbidden.mkdir(mode=0o755)
-    stand_in = open_dir / "bin" / "depmod"
-    stand_in.parent.mkdir(mode=0o755)
-    stand_in.write_text(STAND_IN_DEPMOD.format(forbidden=forbidden / "file"))
-    stand_in.chmod(0o755)
-    base = ipvs_tree.parents[2]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PATH", f"{stand_in.parent}:{os.environ['PATH']}")
-        with kmod.depmod_command(base, VERSION) as command:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    report = (ipvs_tree / "report").read_text().split()
-    assert report[:2] == ["uid=65534", "pid=1"], report
-    assert "outside-refused" in report and "wrote-module-dir" not in report
-    assert "no-capabilities" in report and "no-network" in report
-    assert not (forbidden / "file").exists()
-    assert subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, check=False).returncode == 1

@@ -41,7 +41,7 @@ from ..cache import Cache, default_root, remove_tree
 from ..engine import Engine, daemon_answers
 from ..errors import DockerError, VMError
 from ..treedigest import sha256_file
-from . import bootimage
+from . import bootimage, depmod
 from . import modules as kmod
 from .cpio import open_initramfs
 from .kernel import KernelFiles, resolve
@@ -49,7 +49,7 @@ from .qemu import Guest, Machine, free_port
 
 # 5: procps (sysctl per namespace); 4: python3 for the scenarios' SCTP program; 3: modules on a disk of their own
 RECIPE_VERSION = 5
-MODULES_RECIPE = 2  # 2: depmod runs as nobody in namespaces of its own (modules.depmod_command)
+MODULES_RECIPE = 2  # 2: depmod runs as nobody in namespaces of its own (vm/depmod.py)
 SUITE = "bookworm"
 PACKAGES = (
     "docker.io",
@@ -210,8 +210,7 @@ def modules_disk(kernel: KernelFiles, cache: Cache) -> Path:
                 # build/source point at headers elsewhere: never followed, never needed.
                 skip = shutil.ignore_patterns("vmlinuz", "build", "source")
                 shutil.copytree(kernel.modules_dir, tree, symlinks=True, ignore=skip)
-                with kmod.depmod_command(work / "root", kernel.version) as depmod:
-                    _run(depmod, "depmod of the kernel's modules", 600)
+                depmod.run(work / "root", kernel.version)
                 used = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
                 image = work / "modules.img"
                 with image.open("wb") as handle:

@@ -13,14 +13,11 @@ takes them from.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import io
-import os
 import re
-import shutil
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -414,52 +411,6 @@ def kmod_index(entries: dict[str, str]) -> bytes:
     root = write(trie)
     struct.pack_into(">III", out, 0, _INDEX_MAGIC, _INDEX_VERSION, root)
     return bytes(out)
-
-
-# -- depmod, for a guest that needs the whole index -------------------------------------
-_NOBODY = 65534
-# Where the modules tree is bind-mounted inside depmod's own mount namespace: a directory
-# any user can enter (the cache usually lives under /root, which nobody can).
-_MOUNTPOINTS = ("/mnt", "/run", "/tmp")
-# Run as PID 1 of a PID namespace of its own: when depmod ends, anything it started ends.
-_SANDBOX = 'mount --bind "$1" "$2" && exec setpriv {drop} -- "$3" -b "$2" "$4"'
-_DROP = f"--reuid={_NOBODY} --regid={_NOBODY} --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all"
-
-
-@contextlib.contextmanager
-def depmod_command(base: Path, release: str) -> Iterator[list[str]]:
-    """The command that writes depmod's index of ``base/lib/modules/<release>``.
-
-    depmod is a C program that parses every module's ELF, and the modules are a package's
-    bytes, hostile input (a fuzzed module crashed the host's kmod 30 with heap corruption).
-    Run as root, the tool therefore runs it as ``nobody``, with no capabilities, in mount,
-    PID, network, IPC and UTS namespaces of its own: it reads the modules (root's, 0644)
-    through a bind mount and may write only into the release directory, which is its for
-    the run (``base`` and ``base/lib/modules`` are made enterable: 0755). Run as another
-    user, depmod runs as that user."""
-    depmod = shutil.which("depmod")
-    if depmod is None:
-        raise VMError("depmod is not installed", "apt-get install kmod")
-    directory = base / "lib" / "modules" / release
-    if os.geteuid() != 0:
-        yield [depmod, "-b", str(base), release]
-        return
-    missing = [tool for tool in ("unshare", "setpriv", "mount") if shutil.which(tool) is None]
-    if missing:
-        raise VMError(f"{', '.join(missing)} not installed (depmod runs sandboxed)", "apt-get install util-linux mount")
-    mountpoint = next(m for m in _MOUNTPOINTS if Path(m).is_dir())
-    for parent in (base, base / "lib", base / "lib" / "modules"):  # the caller's scratch: enterable
-        parent.chmod(0o755)
-    script = _SANDBOX.format(drop=_DROP)
-    namespaces = ["--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--net", "--ipc", "--uts"]
-    os.chown(directory, _NOBODY, _NOBODY)
-    try:
-        command = [shutil.which("unshare") or "unshare", *namespaces, "--", shutil.which("sh") or "/bin/sh", "-c"]
-        yield [*command, script, "krs-depmod", str(base), mountpoint, depmod, release]
-    finally:
-        os.chown(directory, 0, 0, follow_symlinks=False)
-        for entry in os.scandir(directory):  # what depmod wrote: root's too, never followed
-            os.chown(entry.path, 0, 0, follow_symlinks=False)
 
 
 # -- from what the kernel needs to what a guest loads ------------------------------------
