@@ -67,6 +67,9 @@ def test_the_real_depmod_writes_the_index_it_writes_plainly(tree: Path) -> None:
     assert all((tree / n).stat().st_uid == 0 and (tree / n).stat().st_mode & 0o777 == 0o644 for n in written)
     assert tree.stat().st_uid == 0  # the release directory is root's again
     assert b"net-pf-2-proto-132 sctp" in written["modules.alias"]
+    # again over its own index, as for an installed kernel's directory: replaced, accepted
+    depmod.run(tree.parents[2], RELEASE)
+    assert {p.name: p.read_bytes() for p in tree.glob("modules.*")} == written
     for name in written:
         (tree / name).unlink()
     subprocess.run(["depmod", "-b", str(tree.parents[2]), RELEASE], capture_output=True, check=True, timeout=60)

@@ -126,16 +126,17 @@ def _execute(command: list[str], timeout: float) -> None:
 
 
 def _check_left(directory: Path, before: dict[str, int]) -> None:
-    """Everything depmod left new in the release directory is a regular ``modules.*``
-    file, root's now; anything else (and anything of the package's it moved) is removed
-    and the index refused."""
+    """Everything depmod left new or replaced in the release directory is a regular
+    ``modules.*`` file, root's now; anything else (and anything of the package's it moved
+    away) is removed and the index refused."""
     strays = []
     seen = set()
     for entry in os.scandir(directory):
         seen.add(entry.name)
         if before.get(entry.name) == entry.inode():
             continue
-        if entry.name not in before and _INDEX.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+        # new, or replaced (an installed kernel's directory comes with an index already)
+        if _INDEX.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
             os.chown(entry.path, 0, 0, follow_symlinks=False)
             Path(entry.path).chmod(0o644)  # a regular file; nothing of depmod's runs any more
             continue
