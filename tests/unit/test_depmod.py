@@ -11,6 +11,7 @@ import pty
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,13 +77,12 @@ def test_the_real_depmod_writes_the_index_it_writes_plainly(tree: Path) -> None:
     assert {p.name: p.read_bytes() for p in tree.glob("modules.*")} == written
 
 
-HIJACKED = """out="$2/lib/modules/$3/modules.report"
+HIJACKED = """out="$2/lib/modules/$3/modules.dep"
 {{
   echo "uid=$(id -u) pid=$$"
   [ -t 0 ] && echo "stdin-is-a-terminal"
   ( : < /dev/tty ) 2>/dev/null && echo "has-a-controlling-terminal"
   echo owned 2>/dev/null > {forbidden} && echo "wrote-outside"
-  echo owned 2>/dev/null > "$2/lib/modules/$3/kernel/net/owned" && echo "wrote-into-the-modules"
   echo owned 2>/dev/null > /tmp/owned && echo "wrote-tmp"
   echo owned 2>/dev/null > /dev/shm/owned && echo "wrote-shm"
   grep -q "CapEff:.0000000000000000" /proc/self/status || echo "has-capabilities"
@@ -90,26 +90,19 @@ HIJACKED = """out="$2/lib/modules/$3/modules.report"
   [ "$(ls /proc | grep -c '^[0-9]')" -le 8 ] || echo "sees-host-processes"  # itself, a pipeline
   [ -n "${{KRS_SECRET:-}}" ] && echo "read-the-environment"
 }} > "$out"
-sleep 300 &
-echo "left=$!" >> "$out"
+echo owned > "$2/lib/modules/$3/kernel/net/owned" 2>/dev/null  # into the overlay: stays in memory
+echo index > "$2/lib/modules/$3/modules.dep.bin"
+sleep 3000 &
 """
 
 
-def test_a_hijacked_depmod_reaches_nothing_but_its_index(
-    tree: Path, open_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Run from a terminal (a pty: the tool's own, on an operator's machine) and with a
-    secret in the environment, the stand-in finds no terminal, no capability, no network,
-    no host process, no secret, no place to write but the release directory; and what it
-    leaves running ends with it."""
-    forbidden = open_dir / "root-only"
-    forbidden.mkdir(mode=0o755)
-    stand_in(open_dir, HIJACKED.format(forbidden=forbidden / "file"), monkeypatch)
-    monkeypatch.setenv("KRS_SECRET", "hunter2")
+def run_from_a_terminal(base: Path) -> int:
+    """``depmod.run`` in a child whose stdin and controlling terminal are a pty (the
+    tool's own, on an operator's machine); its exit status."""
     pid, terminal = pty.fork()
-    if pid == 0:  # the tool, with a controlling terminal as its stdin
+    if pid == 0:
         try:
-            depmod.run(tree.parents[2], RELEASE)
+            depmod.run(base, RELEASE)
         except BaseException:  # any failure is the child's exit status
             os._exit(1)
         os._exit(0)
@@ -120,32 +113,66 @@ def test_a_hijacked_depmod_reaches_nothing_but_its_index(
         except OSError:
             break
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    report = (tree / "modules.report").read_text().split()
-    assert report[:2] == ["uid=65534", "pid=1"] and report[2].startswith("left="), report
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_hijacked_depmod_reaches_nothing_but_its_index(
+    tree: Path, open_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from a terminal and with a secret in the environment, the stand-in finds no
+    terminal, no capability, no network, no host process, no secret and no place on the
+    host to write; what it writes into the modules stays in the sandbox's memory; what it
+    leaves running ends with it. Its index files come back (the report is one)."""
+    forbidden = open_dir / "root-only"
+    forbidden.mkdir(mode=0o755)
+    stand_in(open_dir, HIJACKED.format(forbidden=forbidden / "file"), monkeypatch)
+    monkeypatch.setenv("KRS_SECRET", "hunter2")
+    assert run_from_a_terminal(tree.parents[2]) == 0
+    report = (tree / "modules.dep").read_text().split()
+    # a PID namespace of its own: a small number (the host's run into the thousands)
+    assert report[0] == "uid=65534" and int(report[1].removeprefix("pid=")) < 100 and len(report) == 2, report
     assert not (forbidden / "file").exists() and not (tree / "kernel" / "net" / "owned").exists()
-    left = report[2].removeprefix("left=")
-    assert subprocess.run(["pgrep", "-f", "^sleep 300$"], capture_output=True, check=False).returncode == 1, left
+    assert (tree / "modules.dep").stat().st_uid == 0 and (tree / "modules.dep.bin").read_text() == "index\n"
+    assert subprocess.run(["pgrep", "-x", "-f", "sleep 3000"], capture_output=True, check=False).returncode == 1
+
+
+def test_a_depmod_that_runs_past_its_time_is_ended_with_all_it_started(
+    tree: Path, open_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seconds = 4000 + os.getpid() % 1000  # this run's own: no other sleep is mistaken for it
+    stand_in(open_dir, f"sleep {seconds} & exec sleep {seconds + 1}", monkeypatch)
+    with pytest.raises(VMError, match="depmod did not finish within 2s"):
+        depmod.run(tree.parents[2], RELEASE, timeout=2)
+    pattern = f"^sleep ({seconds}|{seconds + 1})$"
+    for _ in range(50):  # the namespace's teardown is the kernel's, and quick
+        alive = subprocess.run(["pgrep", "-f", pattern], capture_output=True, check=False)
+        if alive.returncode == 1:
+            break
+        time.sleep(0.1)
+    assert alive.returncode == 1, alive.stdout
 
 
 @pytest.mark.parametrize(
     "plant",
     [
         'mkdir "$2/lib/modules/$3/d" && cd "$2/lib/modules/$3/d" && for i in $(seq 300); do mkdir d; cd d; done',
-        'ln -s /etc/shadow "$2/lib/modules/$3/modules.dep"',
-        'mkfifo "$2/lib/modules/$3/modules.fifo"',
-        'mv "$2/lib/modules/$3/kernel" "$2/lib/modules/$3/modules.kernel"',
+        'ln -s /etc/shadow "$2/lib/modules/$3/modules.dep"; echo x > "$2/lib/modules/$3/modules.dep.bin"',
+        'mkfifo "$2/lib/modules/$3/modules.dep"; echo x > "$2/lib/modules/$3/modules.dep.bin"',
+        'mv "$2/lib/modules/$3/kernel" "$2/lib/modules/$3/modules.kernel" 2>/dev/null; true',
+        'for i in $(seq 500); do echo x > "$2/lib/modules/$3/modules.extra$i"; done',
     ],
-    ids=["deep-directory", "symlink-as-index", "fifo", "moved-the-modules"],
+    ids=["deep-directory", "symlink-as-index", "fifo-as-index", "moved-the-modules", "many-files"],
 )
-def test_anything_but_an_index_left_behind_is_removed_and_refused(
+def test_what_a_hijacked_depmod_plants_never_reaches_the_host(
     tree: Path, open_dir: Path, monkeypatch: pytest.MonkeyPatch, plant: str
 ) -> None:
+    """Nothing but regular files of depmod's names comes back; without an index the run
+    is refused; the host's tree is as it was."""
+    before = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
     stand_in(open_dir, plant, monkeypatch)
-    with pytest.raises(VMError, match="depmod left something other than its index"):
+    with pytest.raises(VMError, match="depmod wrote no modules.dep"):
         depmod.run(tree.parents[2], RELEASE)
-    left = {p.name for p in tree.iterdir()}
-    assert left <= {"kernel"}, left
+    assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*")) == before
     assert tree.stat().st_uid == 0
 
 

@@ -4,29 +4,31 @@ That guest's own ``modprobe`` calls (the kernel's, Docker's, kube-router's) need
 whole index: aliases, built-in names, symbols. depmod is a C program that parses every
 module's ELF, and the modules are a package's bytes, hostile input: a red-team review
 crashed the host's kmod 30 with heap corruption on fuzzed modules. So, run as root, the
-tool runs depmod as if it were compromised:
+tool runs depmod as if it were compromised, and lets nothing it writes reach the host
+but regular files of the names depmod writes:
 
-- as ``nobody``, with no capabilities and no new privileges (``setpriv``), with limits on
-  file size, processes and core dumps (``prlimit``);
-- as PID 1 of a PID namespace of its own, with its own ``/proc`` (``unshare
-  --mount-proc``): it sees no host process, and anything it starts ends with it;
-- in mount, network, IPC and UTS namespaces of its own, where ``/tmp``, ``/var/tmp``,
-  ``/dev/shm`` and ``/run`` are small read-only-to-it tmpfs, and the modules tree is
-  bind-mounted at ``/tmp/modules``; the only place it may write is the release
-  directory, which is ``nobody``'s for the run;
-- in a session of its own (no terminal to read or to push keystrokes into), with stdin
-  from ``/dev/null``, a clean environment, ``/`` as its working directory, and its output
-  in a file it cannot grow past the file-size limit.
+- depmod runs as ``nobody``, with no capabilities and no new privileges (``setpriv``),
+  with limits on file size, processes and core dumps (``prlimit``), in a session of its
+  own (no terminal to read or to push keystrokes into), with stdin from ``/dev/null``, a
+  clean environment and ``/`` as its working directory;
+- it runs under a root shell that is PID 1 of a PID namespace of its own with its own
+  ``/proc`` (``unshare --pid --mount-proc``): it sees no host process, and when the shell
+  ends, or the tool kills ``unshare`` (a time-out), everything in the namespace ends;
+- in mount, network, IPC and UTS namespaces of its own, ``/tmp``, ``/var/tmp``,
+  ``/dev/shm`` and ``/run`` are small tmpfs it cannot write; it sees the modules tree
+  through an overlay whose upper layer is a 128 MiB tmpfs, so whatever it writes stays in
+  memory and dies with the namespace. The host's tree is never writable to it;
+- after it ends, the shell kills whatever it left running in the namespace, then copies
+  out the index files, by fixed name and only regular files, into an empty directory of
+  the tool's; the tool checks them (names, types,
+  total size) and moves them into the release directory.
 
-Afterwards the release directory is root's again, and anything new in it must be a
-regular file named ``modules.*`` (what depmod writes); anything else is removed and the
-index refused. Run as another user, depmod runs as that user, plainly.
+Run as another user, depmod runs as that user, plainly, over the tree itself.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -37,23 +39,46 @@ from ..errors import VMError
 
 _NOBODY = 65534
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_INDEX = re.compile(r"modules\.[a-z.]{1,40}")  # what depmod writes into the release directory
+# What depmod writes into the release directory (kmod 30-34); nothing else is taken.
+INDEX_NAMES = (
+    "modules.alias",
+    "modules.alias.bin",
+    "modules.builtin.alias.bin",
+    "modules.builtin.bin",
+    "modules.dep",
+    "modules.dep.bin",
+    "modules.devname",
+    "modules.softdep",
+    "modules.symbols",
+    "modules.symbols.bin",
+    "modules.weakdep",
+)
+_REQUIRED = ("modules.dep", "modules.dep.bin")
 _FILE_LIMIT = 64 << 20  # depmod's largest file for a whole Debian kernel is about 1 MiB
+_SCRATCH = "128m"  # the tmpfs that takes everything depmod writes
 _PROCESSES = 64
 _DROP = f"--reuid={_NOBODY} --regid={_NOBODY} --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all"
 _LIMITS = f"--fsize={_FILE_LIMIT} --nproc={_PROCESSES} --core=0"
-# $1 the tree, $2 depmod, $3 the release; everything else is fixed text. The tree is
-# opened first and bound from its descriptor: the tmpfs mounts may hide where it lives.
+# $1 the tree, $2 an empty directory for the index, $3 depmod, $4 the release; everything
+# else is fixed text. The directories are opened first and reached through their
+# descriptors: the tmpfs mounts may hide where they live.
 _SANDBOX = (
     "set -e; "
-    'exec 3< "$1"; '
-    "for d in /tmp /var/tmp /dev/shm /run; do "
+    'exec 3< "$1" 4< "$2"; '
+    "for d in /var/tmp /dev/shm /run; do "
     '[ -d "$d" ] && mount -t tmpfs -o size=1m,mode=755 krs "$d" || [ ! -d "$d" ]; done; '
-    "mkdir /tmp/modules; "
+    f"mount -t tmpfs -o size={_SCRATCH},mode=755 krs /tmp; "
+    'mkdir -p /tmp/modules /tmp/work "/tmp/upper/lib/modules/$4"; '
+    f'chown {_NOBODY}:{_NOBODY} "/tmp/upper/lib/modules/$4"; '
     "mount --bind /proc/self/fd/3 /tmp/modules; "
+    "mount -t overlay krs -o lowerdir=/tmp/modules,upperdir=/tmp/upper,workdir=/tmp/work /tmp/modules; "
     "exec 3<&-; "
     "cd /; "
-    f'exec setpriv {_DROP} -- prlimit {_LIMITS} -- "$2" -b /tmp/modules "$3"'
+    f'setpriv {_DROP} -- prlimit {_LIMITS} -- "$3" -b /tmp/modules "$4" 4<&- </dev/null; '
+    "kill -9 -1 2>/dev/null || true; "  # whatever depmod left running: nothing moves while we copy
+    f"for name in {' '.join(INDEX_NAMES)}; do "
+    'f="/tmp/upper/lib/modules/$4/$name"; '
+    'if [ -f "$f" ] && [ ! -L "$f" ]; then cat "$f" > "/proc/self/fd/4/$name"; fi; done'
 )
 _NAMESPACES = (
     *("--mount", "--propagation", "private"),
@@ -64,7 +89,7 @@ _NAMESPACES = (
 
 def run(base: Path, release: str, timeout: float = 600.0) -> None:
     """Write depmod's index into ``base/lib/modules/<release>``; raise VMError if depmod
-    fails or leaves anything but its index there."""
+    fails or writes no index."""
     depmod = shutil.which("depmod")
     if depmod is None:
         raise VMError("depmod is not installed", "apt-get install kmod")
@@ -72,26 +97,17 @@ def run(base: Path, release: str, timeout: float = 600.0) -> None:
     if os.geteuid() != 0:
         _execute([depmod, "-b", str(base), release], timeout)
         return
-    tools = {tool: shutil.which(tool) for tool in ("unshare", "sh")}
-    missing = [tool for tool in ("unshare", "setpriv", "prlimit", "mount", "sh") if shutil.which(tool) is None]
+    tools = {tool: shutil.which(tool) for tool in ("unshare", "setpriv", "prlimit", "mount", "sh")}
+    missing = [tool for tool, path in tools.items() if path is None]
     if missing:
         raise VMError(f"{', '.join(missing)} not installed (depmod runs sandboxed)", "apt-get install util-linux mount")
-    before = {entry.name: entry.inode() for entry in os.scandir(directory)}
+    index = Path(tempfile.mkdtemp(prefix="depmod-index-", dir=base.parent))
     try:
-        os.chown(directory, _NOBODY, _NOBODY)
-    except OSError as exc:
-        raise VMError(
-            f"cannot hand {directory} to uid {_NOBODY} for depmod ({exc.strerror})",
-            "run the tool as the host's root: depmod runs as nobody, which this user namespace does not map",
-        ) from exc
-    try:
-        for parent in (base, base / "lib", base / "lib" / "modules"):  # our scratch: enterable by nobody
-            parent.chmod(0o755)
         command = [str(tools["unshare"]), *_NAMESPACES, "--", str(tools["sh"]), "-c", _SANDBOX, "krs-depmod"]
-        _execute([*command, str(base), depmod, release], timeout)
+        _execute([*command, str(base), str(index), depmod, release], timeout)
+        _take(index, directory)
     finally:
-        os.chown(directory, 0, 0, follow_symlinks=False)
-    _check_left(directory, before)
+        shutil.rmtree(index, ignore_errors=True)
 
 
 def _execute(command: list[str], timeout: float) -> None:
@@ -125,30 +141,23 @@ def _execute(command: list[str], timeout: float) -> None:
         raise VMError(f"depmod of the kernel's modules failed (exit {result.returncode}): {said}", hint)
 
 
-def _check_left(directory: Path, before: dict[str, int]) -> None:
-    """Everything depmod left new or replaced in the release directory is a regular
-    ``modules.*`` file, root's now; anything else (and anything of the package's it moved
-    away) is removed and the index refused."""
-    strays = []
-    seen = set()
-    for entry in os.scandir(directory):
-        seen.add(entry.name)
-        if before.get(entry.name) == entry.inode():
-            continue
-        # new, or replaced (an installed kernel's directory comes with an index already)
-        if _INDEX.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-            os.chown(entry.path, 0, 0, follow_symlinks=False)
-            Path(entry.path).chmod(0o644)  # a regular file; nothing of depmod's runs any more
-            continue
-        strays.append(entry.name)
-    strays += sorted(set(before) - seen)
-    if not strays:
-        return
-    for name in strays:
-        path = directory / name
-        if os.path.lexists(path):  # iterative, however deep a planted tree is
-            subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False, timeout=600)
-    raise VMError(
-        f"depmod left something other than its index among the kernel's modules ({', '.join(strays[:5])})",
-        "the kernel package's modules may be hostile: use the package as Debian publishes it",
-    )
+def _take(index: Path, directory: Path) -> None:
+    """The index files the sandbox copied out: only depmod's names, regular files, at
+    most the sandbox's scratch in all; moved into the release directory (a rename
+    replaces whatever the package had under that name, a symlink included, never
+    writing through it)."""
+    found = {entry.name: entry for entry in os.scandir(index)}
+    strays = sorted(n for n, e in found.items() if n not in INDEX_NAMES or not e.is_file(follow_symlinks=False))
+    if strays:
+        raise VMError(f"depmod's sandbox gave back {', '.join(strays[:5])}", "the kernel package may be hostile")
+    if sum(e.stat(follow_symlinks=False).st_size for e in found.values()) > 128 << 20:
+        raise VMError("depmod's index is larger than 128 MiB", "the kernel package may be hostile")
+    absent = [name for name in _REQUIRED if name not in found]
+    if absent:
+        raise VMError(
+            f"depmod wrote no {' or '.join(absent)} for the kernel's modules",
+            "the kernel package's modules may be damaged or hostile: use the package as Debian publishes it",
+        )
+    for name in found:
+        (index / name).chmod(0o644)
+        (index / name).replace(directory / name)
