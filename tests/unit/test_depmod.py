@@ -85,6 +85,7 @@ HIJACKED = """out="$2/lib/modules/$3/modules.dep"
   echo owned 2>/dev/null > {forbidden} && echo "wrote-outside"
   echo owned 2>/dev/null > /tmp/owned && echo "wrote-tmp"
   echo owned 2>/dev/null > /dev/shm/owned && echo "wrote-shm"
+  echo owned 2>/dev/null > "/tmp/layers/upper/lib/modules/$3/owned" && echo "wrote-the-overlay-s-upper-layer"
   grep -q "CapEff:.0000000000000000" /proc/self/status || echo "has-capabilities"
   [ "$(wc -l < /proc/net/dev)" -le 3 ] || echo "has-a-network"
   [ "$(ls /proc | grep -c '^[0-9]')" -le 8 ] || echo "sees-host-processes"  # itself, a pipeline

@@ -54,8 +54,8 @@ INDEX_NAMES = (
     "modules.weakdep",
 )
 _REQUIRED = ("modules.dep", "modules.dep.bin")
-_FILE_LIMIT = 64 << 20  # depmod's largest file for a whole Debian kernel is about 1 MiB
-_SCRATCH = "128m"  # the tmpfs that takes everything depmod writes
+_FILE_LIMIT = 16 << 20  # depmod's largest file for a whole Debian kernel is about 1 MiB
+_SCRATCH = 128 << 20  # the tmpfs that takes everything depmod writes, and what may come back
 _PROCESSES = 64
 _DROP = f"--reuid={_NOBODY} --regid={_NOBODY} --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all"
 _LIMITS = f"--fsize={_FILE_LIMIT} --nproc={_PROCESSES} --core=0"
@@ -68,16 +68,17 @@ _SANDBOX = (
     "for d in /var/tmp /dev/shm /run; do "
     '[ -d "$d" ] && mount -t tmpfs -o size=1m,mode=755 krs "$d" || [ ! -d "$d" ]; done; '
     f"mount -t tmpfs -o size={_SCRATCH},mode=755 krs /tmp; "
-    'mkdir -p /tmp/modules /tmp/work "/tmp/upper/lib/modules/$4"; '
-    f'chown {_NOBODY}:{_NOBODY} "/tmp/upper/lib/modules/$4"; '
+    # the layers under a directory only root may enter: depmod writes through the overlay alone
+    'mkdir -p /tmp/modules; mkdir -m 700 /tmp/layers; mkdir -p /tmp/layers/work "/tmp/layers/upper/lib/modules/$4"; '
+    f'chown {_NOBODY}:{_NOBODY} "/tmp/layers/upper/lib/modules/$4"; '
     "mount --bind /proc/self/fd/3 /tmp/modules; "
-    "mount -t overlay krs -o lowerdir=/tmp/modules,upperdir=/tmp/upper,workdir=/tmp/work /tmp/modules; "
+    "mount -t overlay krs -o lowerdir=/tmp/modules,upperdir=/tmp/layers/upper,workdir=/tmp/layers/work /tmp/modules; "
     "exec 3<&-; "
     "cd /; "
     f'setpriv {_DROP} -- prlimit {_LIMITS} -- "$3" -b /tmp/modules "$4" 4<&- </dev/null; '
     "kill -9 -1 2>/dev/null || true; "  # whatever depmod left running: nothing moves while we copy
     f"for name in {' '.join(INDEX_NAMES)}; do "
-    'f="/tmp/upper/lib/modules/$4/$name"; '
+    'f="/tmp/layers/upper/lib/modules/$4/$name"; '
     'if [ -f "$f" ] && [ ! -L "$f" ]; then cat "$f" > "/proc/self/fd/4/$name"; fi; done'
 )
 _NAMESPACES = (
@@ -150,8 +151,8 @@ def _take(index: Path, directory: Path) -> None:
     strays = sorted(n for n, e in found.items() if n not in INDEX_NAMES or not e.is_file(follow_symlinks=False))
     if strays:
         raise VMError(f"depmod's sandbox gave back {', '.join(strays[:5])}", "the kernel package may be hostile")
-    if sum(e.stat(follow_symlinks=False).st_size for e in found.values()) > 128 << 20:
-        raise VMError("depmod's index is larger than 128 MiB", "the kernel package may be hostile")
+    if sum(e.stat(follow_symlinks=False).st_size for e in found.values()) > _SCRATCH:
+        raise VMError(f"depmod's index is larger than {_SCRATCH >> 20} MiB", "the kernel package may be hostile")
     absent = [name for name in _REQUIRED if name not in found]
     if absent:
         raise VMError(
